@@ -1,0 +1,1 @@
+"""FastAPI layer for riders, fleet ops and admins."""

@@ -1,0 +1,1 @@
+"""`make bench`: measured throughput and latency, written to docs/benchmarks.md."""

@@ -1,0 +1,1 @@
+"""Mosquitto configuration and per-vehicle credential provisioning."""

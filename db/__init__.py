@@ -1,0 +1,1 @@
+"""Migrations and the database access shared by the hub and the API."""

@@ -1,0 +1,1 @@
+"""Throwaway PostgreSQL, Redis and MQTT broker for the demo and the tests."""

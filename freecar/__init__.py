@@ -1,0 +1,1 @@
+"""FreeCar: the distribution's shared core (settings and the `freecar` command)."""

@@ -1,0 +1,7 @@
+"""Allow `python -m freecar`."""
+
+import sys
+
+from freecar.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Server side of MQTT: ingest, live state, geofences and events, command dispatch."""

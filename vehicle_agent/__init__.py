@@ -1,0 +1,1 @@
+"""In-car unit: reads GPS and vehicle status, publishes telemetry, executes signed commands."""

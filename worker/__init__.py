@@ -1,0 +1,1 @@
+"""Celery app and background tasks (OCR, invoices, notifications, sweeps)."""
