@@ -52,7 +52,7 @@ def _batches(rows: list[TelemetryRow]) -> Iterator[list[TelemetryRow]]:
 
 def _bare_copy(conn: psycopg.Connection[tuple[object, ...]], rows: list[TelemetryRow]) -> float:
     conn.execute("DROP TABLE IF EXISTS bench_copy_ceiling")
-    conn.execute("CREATE TABLE bench_copy_ceiling (LIKE telemetry)")
+    conn.execute("CREATE TABLE bench_copy_ceiling (LIKE telemetry INCLUDING DEFAULTS)")
     conn.commit()
     started = time.perf_counter()
     for batch in _batches(rows):

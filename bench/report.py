@@ -34,7 +34,7 @@ class Report:
     def add(self, result: Result) -> None:
         """Record a result and show it at once: long runs should show progress."""
         self.results.append(result)
-        print(f"  {result.suite:<10} {result.case:<46} {_fmt(result.value):>12} {result.unit}")
+        print(f"  {result.suite:<20} {result.case:<48} {_fmt(result.value):>12} {result.unit}")
 
     def ratio(self, result: Result) -> str:
         """The result as a fraction of its baseline, or '' when it has none."""
@@ -136,6 +136,7 @@ def bar_chart(report: Report, suite: str, path: Path) -> None:
     ax.barh([r.case for r in results], [r.value for r in results], color="#2b7bb9")
     ax.invert_yaxis()
     ax.set_xlabel(results[0].unit)
+    ax.set_xlim(0, max(r.value for r in results) * 1.18)  # room for the value labels
     ax.set_title(suite)
     for index, result in enumerate(results):
         ax.text(result.value, index, f" {_fmt(result.value)}", va="center", fontsize=8)

@@ -69,7 +69,9 @@ def _wait_for_stop(duration: float | None) -> threading.Event:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if duration is not None:
-        threading.Timer(duration, stop.set).start()
+        timer = threading.Timer(duration, stop.set)
+        timer.daemon = True  # a Ctrl-C before the timer fires must not wait for it
+        timer.start()
     return stop
 
 

@@ -6,7 +6,10 @@ rejected command's ack, so a code never changes once published; new failure kind
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 
 class ProtocolError(Exception):
@@ -25,7 +28,12 @@ class ProtocolError(Exception):
 
     def as_dict(self) -> dict[str, str | int | None]:
         """Describe the error as plain JSON-ready data, for dead-letter records and logs."""
-        return {"code": self.code, "field": self.field, "index": self.index, "message": self.message}
+        return {
+            "code": self.code,
+            "field": self.field,
+            "index": self.index,
+            "message": self.message,
+        }
 
 
 class TopicError(ProtocolError):
@@ -86,6 +94,14 @@ class CommandVerificationError(ProtocolError):
     """A command token failed verification; the vehicle must not act on it."""
 
     code = "command_refused"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, cmd_id: UUID | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        # Set only when the signature verified, so the id is trustworthy enough to ack
+        # (wrong vehicle, expired, not yet valid); None when nothing in the token can be trusted.
+        self.cmd_id = cmd_id
 
 
 class MalformedTokenError(CommandVerificationError):

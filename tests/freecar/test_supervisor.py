@@ -1,0 +1,67 @@
+"""The demo's supervisor with real child processes."""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+
+import freecar.supervisor as module
+from freecar.supervisor import Component, Supervisor
+
+
+def _wait(condition: object, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_relays_output_restarts_a_crashed_child_and_stops_the_rest() -> None:
+    out = io.StringIO()
+    crasher = Component(
+        "crasher", [sys.executable, "-c", "print('boom', flush=True); raise SystemExit(3)"]
+    )
+    sleeper = Component(
+        "sleeper", [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)"]
+    )
+    supervisor = Supervisor([sleeper, crasher], out=out)
+    supervisor.start()
+    try:
+        assert _wait(lambda: "crasher | boom" in out.getvalue())
+        deadline = time.monotonic() + 20
+        while "restarting" not in out.getvalue() and time.monotonic() < deadline:
+            supervisor.poll()
+        assert "crasher exited with 3; restarting" in out.getvalue()
+        assert _wait(lambda: out.getvalue().count("crasher | boom") >= 2)
+        assert "sleeper |" in out.getvalue()
+    finally:
+        supervisor.stop()
+    assert all(r.popen.poll() is not None for r in supervisor._running)
+
+
+def test_a_child_that_ignores_sigterm_is_killed() -> None:
+    stubborn = Component(
+        "stubborn",
+        [
+            sys.executable,
+            "-c",
+            (
+                "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+                " print('ready', flush=True); time.sleep(600)"
+            ),
+        ],
+    )
+    out = io.StringIO()
+    supervisor = Supervisor([stubborn], out=out)
+    supervisor.start()
+    assert _wait(lambda: "ready" in out.getvalue())
+    grace, module.STOP_GRACE_S = module.STOP_GRACE_S, 0.5
+    try:
+        supervisor.stop()
+    finally:
+        module.STOP_GRACE_S = grace
+    assert supervisor._running[0].popen.returncode is not None
+    assert "ignored SIGTERM" in out.getvalue()
