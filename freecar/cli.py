@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "devstack": "devstack.cli",
     "migrate": "db.cli",
     "demo": "freecar.demo",
+    "agent": "vehicle_agent.cli",
 }
 
 

