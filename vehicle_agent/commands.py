@@ -144,6 +144,11 @@ class CommandHandler:
             if exc.reason == REASON_UNSUPPORTED_ACTION:
                 return AckStatus.REJECTED, exc.reason
             return AckStatus.FAILED, exc.reason or REASON_ACTUATOR_ERROR
+        except Exception:
+            # A backend bug must cost one command, not the agent: escaping, an OSError would
+            # end the connection with the ack never sent, and anything else would end `run`.
+            log.exception("command %s (%s): the actuator raised", claims.cmd_id, claims.action)
+            return AckStatus.FAILED, REASON_ACTUATOR_ERROR
         log.info("command %s (%s) done", claims.cmd_id, claims.action)
         return AckStatus.DONE, None
 

@@ -17,6 +17,7 @@ from protocol.signing import CommandSigner, CommandVerifier
 from vehicle_agent.backends.base import BackendError, VehicleStatus
 from vehicle_agent.backends.sim import SimCar
 from vehicle_agent.commands import (
+    REASON_ACTUATOR_ERROR,
     REASON_ACTUATOR_TIMEOUT,
     REASON_INTERRUPTED,
     CommandContext,
@@ -34,9 +35,9 @@ SIGNER = CommandSigner(KEY)
 
 
 class StuckCar(SimCar):
-    """A car whose actuator never answers, or fails with a reason."""
+    """A car whose actuator never answers, or raises the error it was given."""
 
-    def __init__(self, failure: BackendError | None = None) -> None:
+    def __init__(self, failure: Exception | None = None) -> None:
         super().__init__(lat=1.0, lon=2.0)
         self.failure = failure
 
@@ -177,6 +178,14 @@ def test_backend_errors_become_failed_or_rejected(reason: str, status: str) -> N
     assert reply is not None
     ack = decode_ack(reply.ack)
     assert (ack.status, ack.reason) == (status, reason)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("driver bug"), OSError(5, "I/O error")])
+def test_an_actuator_that_raises_unexpectedly_fails_the_command_only(error: Exception) -> None:
+    reply = handle(handler(StuckCar(error)), SIGNER.sign("car-1", Action.UNLOCK, ttl_s=30).payload)
+    assert reply is not None
+    ack = decode_ack(reply.ack)
+    assert (ack.status, ack.reason, ack.locked) == ("failed", REASON_ACTUATOR_ERROR, True)
 
 
 def test_a_command_interrupted_by_a_crash_is_not_acted_on_again() -> None:
