@@ -145,3 +145,33 @@ def bar_chart(report: Report, suite: str, path: Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     report.pictures.append((suite, path))
+
+
+def line_chart(  # noqa: PLR0913 - keyword-only labels of one picture
+    report: Report,
+    suite: str,
+    path: Path,
+    *,
+    x_label: str,
+    y_label: str,
+    series: dict[str, list[tuple[float, float]]],
+) -> None:
+    """Draw named (x, y) series as lines, e.g. achieved against expected as load grows."""
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for (name, points), style in zip(series.items(), ("--", "-o", "-s", "-^"), strict=False):
+        ax.plot([x for x, _ in points], [y for _, y in points], style, label=name)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(suite)
+    ax.grid(visible=True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    report.pictures.append((suite, path))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -116,6 +117,7 @@ class Service(ABC):
         """Start the process without waiting for it to answer."""
         if self.running:
             return
+        raise_open_files_limit()
         self.prepare()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
@@ -240,3 +242,15 @@ class Service(ABC):
         """The log's tail, introduced by where the whole log is."""
         tail = self.log_tail() or "(nothing logged)"
         return f"Last lines of {self.log_path}:\n{tail}"
+
+
+def raise_open_files_limit() -> None:
+    """Lift this process's soft open-files limit to the hard one; servers inherit it.
+
+    Mosquitto never raises its own limit, so under a common default of 1,024 it would refuse
+    a simulated fleet beyond about a thousand cars.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

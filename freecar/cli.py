@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "migrate": "db.cli",
     "demo": "freecar.demo",
     "agent": "vehicle_agent.cli",
+    "sim": "simulator.cli",
 }
 
 

@@ -51,7 +51,8 @@ def demo_components(env: Mapping[str, str], vehicles: int) -> list[Component]:
         "hub": [],
         "api": [],
         "worker": [],
-        "sim": ["--vehicles", str(vehicles), "--area", "shanghai"],
+        # The simulated cars take the seeded cars' ids, so their fixes land on real vehicles.
+        "sim": ["--vehicles", str(vehicles), "--area", "shanghai", "--id-format", "sh-{n:04d}"],
     }
     return [
         Component(name, [sys.executable, "-m", "freecar", name, *extra], dict(env))

@@ -1,0 +1,1 @@
+"""Bundled road networks and service areas for `freecar sim --area CITY`."""
