@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import termios
 import tty
@@ -144,6 +145,14 @@ class GpsdServer(Service):
         )
         self.binary = binary
         self.device = device
+        self.pids: set[int] = set()
+        """Every gpsd process this server ran, to find the shared memory each left behind."""
+
+    def launch(self) -> None:
+        """Start gpsd and remember its pid."""
+        super().launch()
+        if self.pid is not None:
+            self.pids.add(self.pid)
 
     def command(self) -> list[str]:
         """gpsd -N (foreground) -n (open the device now) -b (never write to it)."""
@@ -176,3 +185,22 @@ def running_gpsd(binary: str, device: str) -> Iterator[GpsdServer]:
         finally:
             # The watchdog sweeps the directory for strays, removes it and exits.
             watchdog.close()
+            remove_shared_memory_of(server.pids)
+
+
+def remove_shared_memory_of(pids: set[int]) -> None:
+    """Remove the SysV segments these (exited) processes created and nobody uses.
+
+    gpsd creates its NTP and export segments at start; run as root it then drops to its own
+    account and can no longer remove them, so they would outlive the test.
+    """
+    try:
+        lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except OSError:
+        return
+    for line in lines:
+        fields = line.split()
+        # Columns: key shmid perms size cpid lpid nattch ...
+        shmid, creator, attached = int(fields[1]), int(fields[4]), int(fields[6])
+        if creator in pids and attached == 0:
+            subprocess.run(["ipcrm", "-m", str(shmid)], check=False, capture_output=True)
