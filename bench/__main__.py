@@ -1,7 +1,8 @@
 """Run the benchmark suite on private services and write docs/benchmarks.md.
 
 Every suite is bounded (a fixed row count or a few seconds per case), so the whole run
-takes about a minute on a 2-core machine, plus up to three for the simulator's scale steps.
+takes about a minute on a 2-core machine, plus up to three for the simulator's scale steps
+and about one and a half for the hub's.
 Numbers are compared as ratios within one run.
 """
 
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_protocol, bench_sim, bench_storage
+from bench import bench_hub, bench_protocol, bench_sim, bench_storage
 from bench.report import Report, bar_chart, write_markdown
 from db.migrate import migrate
 from devstack.stack import start_stack
@@ -35,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     started = time.perf_counter()
 
-    print("[1/3] protocol decoding", flush=True)
+    print("[1/4] protocol decoding", flush=True)
     bench_protocol.run(report, seconds)
 
-    print("[2/3] telemetry storage (starting private PostgreSQL...)", flush=True)
+    print("[2/4] telemetry storage (starting private PostgreSQL...)", flush=True)
     with start_stack() as stack:
         report.context["PostgreSQL"] = (
             f"{stack.info.postgres_version} ({stack.info.postgres_source})"
@@ -51,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
             bench_storage.run(report, url, flavour, rows)
 
     pictures = args.out.parent / "bench"
-    print("[3/3] simulator scale (freecar sim against a private broker)", flush=True)
+    print("[3/4] simulator scale (freecar sim against a private broker)", flush=True)
     with start_stack() as stack:
         bench_sim.run(report, stack, pictures, quick=args.quick)
+    print("[4/4] hub ingest (one hub process against a private broker and database)", flush=True)
+    with start_stack() as stack:
+        bench_hub.run(report, stack, pictures, quick=args.quick)
 
     drawn = {suite for suite, _ in report.pictures}
     for suite in dict.fromkeys(r.suite for r in report.results if r.suite not in drawn):

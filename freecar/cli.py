@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "demo": "freecar.demo",
     "agent": "vehicle_agent.cli",
     "sim": "simulator.cli",
+    "hub": "hub.cli",
 }
 
 

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Final
 import aiomqtt
 from pydantic import ValidationError
 
+from protocol.backoff import Backoff
 from protocol.signing import CommandVerifier
 from protocol.status import last_will_payload, online_payload
 from protocol.telemetry import encode_telemetry
 from protocol.topics import Topic
 from vehicle_agent.backends.base import BackendError
 from vehicle_agent.backends.sim import SimCar
-from vehicle_agent.backoff import Backoff
 from vehicle_agent.commands import CommandContext, CommandHandler, Outcome, Reply
 from vehicle_agent.fixes import build_fix, next_stamp
 from vehicle_agent.queue import MemoryFixQueue, SqliteFixQueue

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import can
 
 from protocol.acks import REASON_UNSUPPORTED_ACTION
+from protocol.backoff import Backoff
 from vehicle_agent.backends.base import BackendError, VehicleStatus
 from vehicle_agent.backends.can_signals import (
     DEFAULT_REQUESTS,
@@ -31,7 +32,6 @@ from vehicle_agent.backends.can_signals import (
     StatusState,
     load_dbc,
 )
-from vehicle_agent.backoff import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

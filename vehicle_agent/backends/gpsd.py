@@ -15,9 +15,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final
 
+from protocol.backoff import Backoff
 from vehicle_agent.backends.base import Position
 from vehicle_agent.backends.gpsd_reports import GpsdFix, parse_report
-from vehicle_agent.backoff import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Callable

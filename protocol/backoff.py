@@ -1,4 +1,4 @@
-"""Capped exponential backoff with jitter for the agent's reconnect loop."""
+"""Capped exponential backoff with jitter, for every reconnect loop: agent, backends, hub."""
 
 from __future__ import annotations
 

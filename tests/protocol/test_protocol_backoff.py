@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vehicle_agent.backoff import Backoff
+from protocol.backoff import Backoff
 
 
 @given(

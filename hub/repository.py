@@ -1,0 +1,279 @@
+"""Every SQL statement the hub runs. The writer owns the transaction; nothing here commits.
+
+Per batch: fixes go through `db.telemetry.insert_telemetry` (binary COPY into staging, then
+INSERT ... ON CONFLICT DO NOTHING), dead letters and command acks are appended, and
+`vehicle_state` is upserted once per vehicle. The state only moves forward: a fix replaces
+the stored one only if it is newer (`vehicle_state.ts < EXCLUDED.ts`), and online/offline
+evidence only if it is newer than `presence_at`, so batches may be applied in any order and
+by several hubs at once. State exists only for vehicles in `vehicles` (foreign key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, LiteralString
+
+from psycopg.rows import class_row
+
+from db.telemetry import insert_telemetry
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from datetime import datetime
+
+    import psycopg
+
+    from db.telemetry import TelemetryRow
+    from hub.batch import CommandAck, DeadLetter, Presence
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """What the filters need from a vehicle's stored state at start-up."""
+
+    vehicle_id: str
+    ts: datetime
+    lat: float | None
+    lon: float | None
+    locked: bool
+    doors_open: bool
+    engine_on: bool
+    alarm: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """A vehicle's state as fanned out to live maps, straight from `vehicle_state`."""
+
+    vehicle_id: str
+    ts: datetime
+    lat: float | None
+    lon: float | None
+    speed_kmh: float | None
+    heading: float | None
+    odometer_km: float | None
+    fuel_pct: float | None
+    battery_pct: float | None
+    locked: bool
+    doors_open: bool
+    engine_on: bool
+    alarm: bool | None
+    online: bool
+    last_seen_at: datetime
+
+
+# One row per vehicle the batch heard from: its newest kept fix (null `ts` when there is
+# none) and the batch's presence evidence. Binary COPY fills it: building SQL arrays for a
+# thousand vehicles costs far more in Python than copying rows.
+_CREATE_STATE_STAGING: LiteralString = """
+    CREATE TEMPORARY TABLE IF NOT EXISTS vehicle_state_staging (
+        vehicle_id text, ts timestamptz, seq bigint, lat double precision,
+        lon double precision, speed_kmh real, heading real, odometer_km double precision,
+        fuel_pct real, battery_pct real, locked boolean, doors_open boolean,
+        engine_on boolean, alarm boolean, online boolean, online_at timestamptz,
+        seen_at timestamptz
+    ) ON COMMIT DELETE ROWS
+"""
+
+_COPY_STATE_STAGING: LiteralString = """
+    COPY vehicle_state_staging (vehicle_id, ts, seq, lat, lon, speed_kmh, heading,
+                                odometer_km, fuel_pct, battery_pct, locked, doors_open,
+                                engine_on, alarm, online, online_at, seen_at)
+    FROM STDIN (FORMAT BINARY)
+"""
+
+_STATE_STAGING_TYPES = (
+    "text", "timestamptz", "int8", "float8", "float8", "float4", "float4", "float8",
+    "float4", "float4", "bool", "bool", "bool", "bool", "bool", "timestamptz", "timestamptz",
+)  # fmt: skip
+
+_LOAD_STATES: LiteralString = """
+    SELECT vehicle_id, ts, lat, lon, locked, doors_open, engine_on, alarm FROM vehicle_state
+"""
+
+# A fix column moves only with a newer fix; a null position keeps the last known one and a
+# null fuel, battery or alarm keeps the last value (the unit did not say, nothing changed).
+_ADVANCE_STATES: LiteralString = """
+    INSERT INTO vehicle_state AS s (
+        vehicle_id, ts, seq, lat, lon, speed_kmh, heading, odometer_km, fuel_pct,
+        battery_pct, locked, doors_open, engine_on, alarm,
+        online, online_changed_at, presence_at, last_seen_at
+    )
+    SELECT u.vehicle_id, u.ts, u.seq, u.lat, u.lon, u.speed_kmh, u.heading, u.odometer_km,
+           u.fuel_pct, u.battery_pct, u.locked, u.doors_open, u.engine_on, u.alarm,
+           coalesce(u.online, true), u.online_at, u.online_at, u.seen_at
+    FROM vehicle_state_staging AS u
+    WHERE u.ts IS NOT NULL AND EXISTS (SELECT 1 FROM vehicles v WHERE v.id = u.vehicle_id)
+    ON CONFLICT (vehicle_id) DO UPDATE SET
+        ts = CASE WHEN s.ts < EXCLUDED.ts THEN EXCLUDED.ts ELSE s.ts END,
+        seq = CASE WHEN s.ts < EXCLUDED.ts THEN EXCLUDED.seq ELSE s.seq END,
+        lat = CASE WHEN s.ts < EXCLUDED.ts AND EXCLUDED.lat IS NOT NULL
+                   THEN EXCLUDED.lat ELSE s.lat END,
+        lon = CASE WHEN s.ts < EXCLUDED.ts AND EXCLUDED.lat IS NOT NULL
+                   THEN EXCLUDED.lon ELSE s.lon END,
+        speed_kmh = CASE WHEN s.ts < EXCLUDED.ts THEN EXCLUDED.speed_kmh ELSE s.speed_kmh END,
+        heading = CASE WHEN s.ts < EXCLUDED.ts THEN EXCLUDED.heading ELSE s.heading END,
+        odometer_km = CASE WHEN s.ts < EXCLUDED.ts
+                           THEN EXCLUDED.odometer_km ELSE s.odometer_km END,
+        fuel_pct = CASE WHEN s.ts < EXCLUDED.ts
+                        THEN coalesce(EXCLUDED.fuel_pct, s.fuel_pct) ELSE s.fuel_pct END,
+        battery_pct = CASE WHEN s.ts < EXCLUDED.ts
+                           THEN coalesce(EXCLUDED.battery_pct, s.battery_pct)
+                           ELSE s.battery_pct END,
+        locked = CASE WHEN s.ts < EXCLUDED.ts THEN EXCLUDED.locked ELSE s.locked END,
+        doors_open = CASE WHEN s.ts < EXCLUDED.ts THEN EXCLUDED.doors_open ELSE s.doors_open END,
+        engine_on = CASE WHEN s.ts < EXCLUDED.ts THEN EXCLUDED.engine_on ELSE s.engine_on END,
+        alarm = CASE WHEN s.ts < EXCLUDED.ts
+                     THEN coalesce(EXCLUDED.alarm, s.alarm) ELSE s.alarm END,
+        online = CASE WHEN EXCLUDED.presence_at > coalesce(s.presence_at, '-infinity')
+                      THEN EXCLUDED.online ELSE s.online END,
+        online_changed_at = CASE
+            WHEN EXCLUDED.presence_at > coalesce(s.presence_at, '-infinity')
+                 AND (EXCLUDED.online IS DISTINCT FROM s.online OR s.online_changed_at IS NULL)
+            THEN EXCLUDED.presence_at ELSE s.online_changed_at END,
+        presence_at = greatest(s.presence_at, EXCLUDED.presence_at),
+        last_seen_at = greatest(s.last_seen_at, EXCLUDED.last_seen_at),
+        updated_at = now()
+    RETURNING s.vehicle_id, s.ts, s.lat, s.lon, s.speed_kmh, s.heading, s.odometer_km,
+              s.fuel_pct, s.battery_pct, s.locked, s.doors_open, s.engine_on, s.alarm,
+              s.online, s.last_seen_at
+"""
+
+# Vehicles heard from without a kept fix (status messages, acks, filtered fixes).
+_UPDATE_PRESENCE: LiteralString = """
+    UPDATE vehicle_state AS s SET
+        online = CASE WHEN p.online_at > coalesce(s.presence_at, '-infinity')
+                      THEN p.online ELSE s.online END,
+        online_changed_at = CASE
+            WHEN p.online_at > coalesce(s.presence_at, '-infinity')
+                 AND (p.online IS DISTINCT FROM s.online OR s.online_changed_at IS NULL)
+            THEN p.online_at ELSE s.online_changed_at END,
+        presence_at = greatest(s.presence_at, p.online_at),
+        last_seen_at = greatest(s.last_seen_at, p.seen_at),
+        updated_at = now()
+    FROM vehicle_state_staging AS p
+    WHERE p.ts IS NULL AND s.vehicle_id = p.vehicle_id
+    RETURNING s.vehicle_id, s.ts, s.lat, s.lon, s.speed_kmh, s.heading, s.odometer_km,
+              s.fuel_pct, s.battery_pct, s.locked, s.doors_open, s.engine_on, s.alarm,
+              s.online, s.last_seen_at
+"""
+
+_INSERT_DEAD_LETTERS: LiteralString = """
+    INSERT INTO dead_letters (topic, payload, reason, detail, received_at)
+    SELECT * FROM unnest(
+        %(topic)s::text[], %(payload)s::bytea[], %(reason)s::text[], %(detail)s::text[],
+        %(received_at)s::timestamptz[]
+    )
+"""
+
+# A vehicle's answer to a command the hub sent: `done` means acked (confirmation comes with
+# telemetry showing the new state), `rejected`/`failed` are final. Only a command in `sent`
+# moves, and only by its own vehicle: a repeated ack, or one from another vehicle, does not.
+_RECORD_COMMAND_ACKS: LiteralString = """
+    UPDATE vehicle_commands AS c SET
+        status = CASE a.status WHEN 'done' THEN 'acked' ELSE a.status END,
+        acked_at = a.received_at,
+        finished_at = CASE WHEN a.status = 'done' THEN c.finished_at ELSE a.received_at END,
+        outcome_reason = a.reason
+    FROM unnest(
+        %(cmd_id)s::uuid[], %(vehicle_id)s::text[], %(status)s::text[], %(reason)s::text[],
+        %(received_at)s::timestamptz[]
+    ) AS a(cmd_id, vehicle_id, status, reason, received_at)
+    WHERE c.id = a.cmd_id AND c.vehicle_id = a.vehicle_id AND c.status = 'sent'
+"""
+
+_MARK_SILENT_OFFLINE: LiteralString = """
+    UPDATE vehicle_state SET
+        online = false, online_changed_at = now(), presence_at = now(), updated_at = now()
+    WHERE online AND last_seen_at < now() - make_interval(secs => %(timeout_s)s)
+    RETURNING vehicle_id, ts, lat, lon, speed_kmh, heading, odometer_km, fuel_pct,
+              battery_pct, locked, doors_open, engine_on, alarm, online, last_seen_at
+"""
+
+
+def load_states(conn: psycopg.Connection[Any]) -> list[StoredState]:
+    """Every stored vehicle state, to seed the filters."""
+    with conn.cursor(row_factory=class_row(StoredState)) as cur:
+        return cur.execute(_LOAD_STATES).fetchall()
+
+
+def store_telemetry(conn: psycopg.Connection[Any], rows: Iterable[TelemetryRow]) -> int:
+    """Store fixes exactly once; return how many were new."""
+    return insert_telemetry(conn, rows)
+
+
+def store_dead_letters(conn: psycopg.Connection[Any], letters: Sequence[DeadLetter]) -> None:
+    """Keep refused messages byte for byte, with the reason."""
+    if not letters:
+        return
+    conn.execute(
+        _INSERT_DEAD_LETTERS,
+        {
+            "topic": [d.topic for d in letters],
+            "payload": [d.payload for d in letters],
+            "reason": [d.reason for d in letters],
+            "detail": [d.detail for d in letters],
+            "received_at": [d.received_at for d in letters],
+        },
+    )
+
+
+def advance_states(
+    conn: psycopg.Connection[Any],
+    latest: Mapping[str, TelemetryRow],
+    presence: Mapping[str, Presence],
+) -> list[LiveState]:
+    """Move vehicle states forward; return the states of the vehicles that were touched.
+
+    `latest` holds each vehicle's newest kept fix, `presence` what the batch heard from
+    every vehicle; vehicles only in `presence` get their online/last-seen columns updated.
+    """
+    presence_only = [(vid, heard) for vid, heard in presence.items() if vid not in latest]
+    if not latest and not presence_only:
+        return []
+    with conn.cursor() as cur:
+        cur.execute(_CREATE_STATE_STAGING)
+        with cur.copy(_COPY_STATE_STAGING) as copy:
+            copy.set_types(_STATE_STAGING_TYPES)
+            for vehicle_id, row in latest.items():
+                heard = presence.get(vehicle_id)
+                fix_columns = row[:14]  # vehicle_id .. alarm, as in the staging table
+                if heard is None:
+                    copy.write_row((*fix_columns, None, None, row.ts))
+                else:
+                    copy.write_row((*fix_columns, heard.online, heard.online_at, heard.seen_at))
+            no_fix = (None,) * 13
+            for vehicle_id, heard in presence_only:
+                copy.write_row((vehicle_id, *no_fix, heard.online, heard.online_at, heard.seen_at))
+    touched: list[LiveState] = []
+    with conn.cursor(row_factory=class_row(LiveState)) as cur:
+        if latest:
+            touched += cur.execute(_ADVANCE_STATES).fetchall()
+        if presence_only:
+            touched += cur.execute(_UPDATE_PRESENCE).fetchall()
+        # Emptied now, not only at commit: the isolating writer may call this twice.
+        cur.execute("DELETE FROM vehicle_state_staging")
+    return touched
+
+
+def record_command_acks(conn: psycopg.Connection[Any], acks: Sequence[CommandAck]) -> int:
+    """Move acknowledged commands on from `sent`; return how many moved."""
+    if not acks:
+        return 0
+    cur = conn.execute(
+        _RECORD_COMMAND_ACKS,
+        {
+            "cmd_id": [a.cmd_id for a in acks],
+            "vehicle_id": [a.vehicle_id for a in acks],
+            "status": [a.status for a in acks],
+            "reason": [a.reason for a in acks],
+            "received_at": [a.received_at for a in acks],
+        },
+    )
+    return cur.rowcount
+
+
+def mark_silent_offline(conn: psycopg.Connection[Any], timeout_s: float) -> list[LiveState]:
+    """Mark offline every online vehicle not heard from for `timeout_s`; return them."""
+    with conn.cursor(row_factory=class_row(LiveState)) as cur:
+        return cur.execute(_MARK_SILENT_OFFLINE, {"timeout_s": timeout_s}).fetchall()

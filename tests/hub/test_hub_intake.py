@@ -1,0 +1,177 @@
+"""Intake: one message in, batch content or a dead letter out (no services)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hub_testing import make_fix
+
+from hub.batch import Batch
+from hub.filters import FixFilter, Reason
+from hub.intake import HUB_NOTES_KEY, REASON_HUB_ERROR, Intake, millis_to_datetime
+from hub.stats import HubStats
+from protocol.acks import Ack, AckStatus, encode_ack
+from protocol.status import last_will_payload, online_payload
+from protocol.telemetry import encode_telemetry, encode_telemetry_batch
+
+RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+NOW = int(RECEIVED.timestamp() * 1000)
+
+
+@pytest.fixture
+def intake() -> Intake:
+    return Intake(root="fleet", fix_filter=FixFilter(), stats=HubStats())
+
+
+def handle(
+    intake: Intake, batch: Batch, topic: str, payload: bytes, *, retained: bool = False
+) -> None:
+    intake.handle(batch, topic, payload, retained=retained, received_at=RECEIVED)
+
+
+def test_a_fix_becomes_a_row_with_its_unknown_fields_kept(intake: Intake) -> None:
+    batch = Batch()
+    fix = make_fix(7, NOW - 1000, queue_dropped=3, acme_tpms=[230, 231])
+    handle(intake, batch, "fleet/car-1/telemetry", encode_telemetry(fix))
+    (row,) = batch.rows
+    assert row.vehicle_id == "car-1"
+    assert row.ts == millis_to_datetime(NOW - 1000)
+    assert (row.seq, row.lat, row.lon, row.speed_kmh) == (7, 31.2304, 121.4737, 30.0)
+    assert row.extra == {"acme_tpms": [230, 231], "queue_dropped": 3}
+    assert batch.latest == {"car-1": row}
+    assert batch.presence["car-1"].online is True
+    assert batch.fixes == 1
+    assert intake.stats.fixes_received == 1
+
+
+def test_a_backfill_keeps_the_newest_fix_as_the_state(intake: Intake) -> None:
+    batch = Batch()
+    fixes = [make_fix(i, NOW - 10_000 + i * 1000) for i in range(5)]
+    handle(intake, batch, "fleet/car-1/telemetry", encode_telemetry_batch(fixes))
+    assert len(batch.rows) == 5
+    assert batch.latest["car-1"].seq == 4
+    (message,) = batch.telemetry_messages
+    assert (message.first_row, message.end_row) == (0, 5)
+
+
+def test_a_carried_position_and_a_retimed_fix_are_noted(intake: Intake) -> None:
+    batch = Batch()
+    handle(intake, batch, "fleet/car-1/telemetry", encode_telemetry(make_fix(1, NOW - 5000)))
+    future = NOW + 3_600_000
+    changed = make_fix(2, future, lat=None, lon=None, speed_kmh=None, locked=True)
+    handle(intake, batch, "fleet/car-1/telemetry", encode_telemetry(changed))
+    row = batch.rows[-1]
+    assert row.ts == RECEIVED
+    assert (row.lat, row.lon) == (31.2304, 121.4737)
+    assert row.extra == {HUB_NOTES_KEY: {"position_ts": NOW - 5000, "sent_ts": future}}
+    assert intake.stats.kept_for_status[Reason.FUTURE] == 1
+
+
+def test_a_refused_position_loses_speed_and_heading(intake: Intake) -> None:
+    batch = Batch()
+    handle(intake, batch, "fleet/car-1/telemetry", encode_telemetry(make_fix(1, NOW - 5000)))
+    glitch = make_fix(2, NOW - 4000, lat=0.0, lon=0.0, speed_kmh=80.0, heading=10.0, locked=True)
+    handle(intake, batch, "fleet/car-1/telemetry", encode_telemetry(glitch))
+    row = batch.rows[-1]
+    assert (row.lat, row.lon, row.speed_kmh, row.heading, row.accuracy_m) == (
+        31.2304, 121.4737, None, None, None,
+    )  # fmt: skip
+    assert row.locked is True
+    assert intake.stats.kept_for_status[Reason.INVALID_POSITION] == 1
+
+
+def test_filtered_fixes_are_counted_and_not_stored(intake: Intake) -> None:
+    batch = Batch()
+    payload = encode_telemetry(make_fix(1, NOW - 5000))
+    handle(intake, batch, "fleet/car-1/telemetry", payload)
+    handle(intake, batch, "fleet/car-1/telemetry", payload)
+    assert len(batch.rows) == 1
+    assert intake.stats.filtered[Reason.DUPLICATE] == 1
+    # Heard from all the same.
+    assert batch.messages == 2
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        ("fleet/car-1/telemetry", b"", "bad_json"),
+        ("fleet/car-1/telemetry", b'{"seq":1}', "missing_field"),
+        ("fleet/car-1/telemetry", b'{"v":2,"seq":1}', "unsupported_version"),
+        ("fleet/car-1/status", b'{"online":"yes","ts":1}', "invalid_value"),
+        ("fleet/car-1/cmd/ack", b'{"cmd_id":"nope","status":"done","ts":1}', "invalid_value"),
+        ("fleet/car-1/cmd", b"{}", "bad_topic"),
+        ("other/car-1/telemetry", b"{}", "bad_topic"),
+        ("fleet/car 1/telemetry", b"{}", "bad_topic"),
+        ("fleet/car-1/telemetry/extra", b"{}", "bad_topic"),
+    ],
+)
+def test_malformed_messages_become_dead_letters(
+    intake: Intake, topic: str, payload: bytes, reason: str
+) -> None:
+    batch = Batch()
+    handle(intake, batch, topic, payload)
+    (letter,) = batch.dead_letters
+    assert (letter.topic, letter.payload, letter.reason) == (topic, payload, reason)
+    assert letter.detail
+    assert letter.received_at == RECEIVED
+    assert not batch.rows
+    assert intake.stats.dead_lettered == 1
+
+
+def test_a_bug_in_a_handler_dead_letters_the_message_and_goes_on(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(intake.fix_filter, "check", broken)
+    batch = Batch()
+    handle(intake, batch, "fleet/car-1/telemetry", encode_telemetry(make_fix(1, NOW)))
+    (letter,) = batch.dead_letters
+    assert letter.reason == REASON_HUB_ERROR
+    assert "boom" in letter.detail
+    assert not batch.rows
+    assert intake.stats.handler_errors == 1
+
+
+def test_nul_characters_never_reach_a_text_column(intake: Intake) -> None:
+    batch = Batch()
+    handle(intake, batch, "fleet/car-1/telemetry", b'{"seq":"\x00"}')
+    assert "\x00" not in batch.dead_letters[0].detail
+
+
+def test_status_evidence_is_dated_by_the_unit_or_by_arrival(intake: Intake) -> None:
+    connected = NOW - 60_000
+    batch = Batch()
+    handle(intake, batch, "fleet/car-1/status", online_payload(connected))
+    assert batch.presence["car-1"].online is True
+    assert batch.presence["car-1"].online_at == millis_to_datetime(connected)
+    # A live will: its ts is the connect time, so the arrival time dates it.
+    handle(intake, batch, "fleet/car-1/status", last_will_payload(connected))
+    assert batch.presence["car-1"].online is False
+    assert batch.presence["car-1"].online_at == RECEIVED
+    # A retained offline replayed on subscribing only has the will's ts.
+    other = Batch()
+    handle(intake, other, "fleet/car-2/status", last_will_payload(connected), retained=True)
+    assert other.presence["car-2"].online_at == millis_to_datetime(connected)
+
+
+def test_command_acks_are_collected(intake: Intake) -> None:
+    batch = Batch()
+    cmd_id = uuid.uuid4()
+    ack = Ack(cmd_id=cmd_id, status=AckStatus.REJECTED, reason="expired", ts=NOW, locked=True)
+    handle(intake, batch, "fleet/car-1/cmd/ack", encode_ack(ack))
+    (collected,) = batch.command_acks
+    assert (collected.vehicle_id, collected.cmd_id, collected.status, collected.reason) == (
+        "car-1", cmd_id, "rejected", "expired",
+    )  # fmt: skip
+    assert batch.presence["car-1"].seen_at == RECEIVED
+    assert batch.presence["car-1"].online_at is None
+
+
+def test_millis_convert_exactly() -> None:
+    assert millis_to_datetime(1_750_000_000_123) == datetime(
+        2025, 6, 15, 15, 6, 40, tzinfo=UTC
+    ) + timedelta(milliseconds=123)
