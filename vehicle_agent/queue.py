@@ -15,7 +15,7 @@ import bisect
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
-from vehicle_agent.records import HandledCommand, QueuedFix
+from vehicle_agent.records import HandledCommand, QueueCounters, QueuedFix
 
 # Re-exported: the contract names both implementations as living in this module.
 from vehicle_agent.sqlite_queue import SqliteFixQueue
@@ -135,42 +135,16 @@ class MemoryCommandLog:
         return len(expired)
 
 
-class MemoryFixQueue:
+class MemoryFixQueue(QueueCounters):
     """FixQueue in memory, for simulated cars: same behaviour, nothing survives the process."""
 
     def __init__(self, max_fixes: int) -> None:
-        if max_fixes < 1:
-            raise ValueError("max_fixes must be at least 1")
-        self.max_fixes = max_fixes
+        super().__init__(max_fixes)
         self.commands: CommandLog = MemoryCommandLog()
         self._fixes: dict[int, QueuedFix] = {}
         # Every id put, ascending, for bisecting to a cursor; ids removed from `_fixes` stay
         # here until `_compact` (they are skipped on read), so acks in any order stay cheap.
         self._ids: list[int] = []
-        self._last_id = 0
-        self._last_seq: int | None = None
-        self._last_ts: int | None = None
-        self._dropped = 0
-
-    @property
-    def last_seq(self) -> int | None:
-        """See FixQueue."""
-        return self._last_seq
-
-    @property
-    def last_ts(self) -> int | None:
-        """See FixQueue."""
-        return self._last_ts
-
-    @property
-    def dropped(self) -> int:
-        """See FixQueue."""
-        return self._dropped
-
-    @property
-    def last_id(self) -> int:
-        """See FixQueue."""
-        return self._last_id
 
     def __len__(self) -> int:
         return len(self._fixes)

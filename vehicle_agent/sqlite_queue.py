@@ -17,7 +17,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
-from vehicle_agent.records import HandledCommand, QueuedFix
+from vehicle_agent.records import HandledCommand, QueueCounters, QueuedFix
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -102,14 +102,12 @@ class SqliteCommandLog:
             return self._db.execute("DELETE FROM commands WHERE expires_at < ?", (now,)).rowcount
 
 
-class SqliteFixQueue:
+class SqliteFixQueue(QueueCounters):
     """FixQueue in a SQLite file; fixes, counters and command log commit atomically."""
 
     def __init__(self, path: Path, max_fixes: int) -> None:
-        if max_fixes < 1:
-            raise ValueError("max_fixes must be at least 1")
+        super().__init__(max_fixes)
         self.path = path
-        self.max_fixes = max_fixes
         path.parent.mkdir(parents=True, exist_ok=True)
         # Set up in autocommit mode (journal_mode cannot change inside a transaction); then
         # each write opens a transaction implicitly and `with self._db` commits or rolls back.
@@ -120,32 +118,12 @@ class SqliteFixQueue:
         self._db.isolation_level = "DEFERRED"
         self.commands = SqliteCommandLog(self._db)
         counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
-        self._last_seq: int | None = counters.get("last_seq")
-        self._last_ts: int | None = counters.get("last_ts")
-        self._dropped: int = counters.get("dropped", 0)
+        self._last_seq = counters.get("last_seq")
+        self._last_ts = counters.get("last_ts")
+        self._dropped = counters.get("dropped", 0)
         self._count: int = self._db.execute("SELECT count(*) FROM fixes").fetchone()[0]
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'fixes'").fetchone()
-        self._last_id: int = row[0] if row else 0
-
-    @property
-    def last_seq(self) -> int | None:
-        """See FixQueue."""
-        return self._last_seq
-
-    @property
-    def last_ts(self) -> int | None:
-        """See FixQueue."""
-        return self._last_ts
-
-    @property
-    def dropped(self) -> int:
-        """See FixQueue."""
-        return self._dropped
-
-    @property
-    def last_id(self) -> int:
-        """See FixQueue."""
-        return self._last_id
+        self._last_id = row[0] if row else 0
 
     def __len__(self) -> int:
         return self._count
