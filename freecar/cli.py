@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "agent": "vehicle_agent.cli",
     "sim": "simulator.cli",
     "hub": "hub.cli",
+    "command": "db.command_cli",
 }
 
 

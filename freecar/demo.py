@@ -54,11 +54,35 @@ def demo_components(env: Mapping[str, str], vehicles: int) -> list[Component]:
         # The simulated cars take the seeded cars' ids, so their fixes land on real vehicles.
         "sim": ["--vehicles", str(vehicles), "--area", "shanghai", "--id-format", "sh-{n:04d}"],
     }
+    keys = _command_keys(env)
     return [
-        Component(name, [sys.executable, "-m", "freecar", name, *extra], dict(env))
+        Component(
+            name, [sys.executable, "-m", "freecar", name, *extra], {**env, **keys.get(name, {})}
+        )
         for name, extra in wanted.items()
         if name in COMMANDS
     ]
+
+
+def _command_keys(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Per component: the hub's signing key, and its public half for the simulated cars.
+
+    The configured FREECAR_HUB_SIGNING_KEY if there is one, else a key made for this run.
+    Only the hub gets the secret half.
+    """
+    from protocol.keys import SigningKey
+
+    configured = env.get("FREECAR_HUB_SIGNING_KEY", "").strip()
+    if configured.startswith("-----BEGIN"):
+        key = SigningKey.from_pem(configured.encode("ascii"))
+    elif configured:
+        key = SigningKey.from_paserk(configured)
+    else:
+        key = SigningKey.generate()
+    return {
+        "hub": {"FREECAR_HUB_SIGNING_KEY": key.to_paserk()},
+        "sim": {"FREECAR_SIM_TRUSTED_KEYS": key.verifying_key.to_paserk()},
+    }
 
 
 def _wait_for_stop(duration: float | None) -> threading.Event:

@@ -6,6 +6,10 @@ loss reconnect after a capped, jittered backoff. Every paho call happens on that
 so acknowledgements from the writer are queued and sent by it too: no paho state is shared
 between threads, and a wake-up socket gets queued acks out at once.
 
+The hub's only publishes, signed commands, go the same way: `publish()` queues them for the
+MQTT thread and returns a `PublishTicket` that resolves when the broker acknowledges (PUBACK)
+or the attempt fails.
+
 Messages are acknowledged only after the batch holding them has committed (`manual_ack`).
 The session is persistent (MQTT 5: clean start off and a session expiry; 3.1.1: clean
 session off), so what was not acknowledged when the hub died is redelivered when it comes
@@ -23,7 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -64,6 +68,36 @@ PACKETS_PER_WAKE: Final = 256
 
 Delivery = tuple[int, int]
 """(connection generation, packet id) of a received QoS 1 message."""
+
+
+class PublishTicket:
+    """The outcome of one queued publish: the broker took it, or the attempt failed."""
+
+    __slots__ = ("_done", "accepted", "error")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.accepted = False
+        self.error: str | None = None
+
+    def resolve(self, *, accepted: bool, error: str | None = None) -> None:
+        """Record the outcome (on the MQTT thread); the first outcome wins."""
+        if self._done.is_set():
+            return
+        self.accepted = accepted
+        self.error = error
+        self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True only if the broker acknowledged the message."""
+        return self._done.wait(timeout) and self.accepted
+
+
+class _Outgoing(NamedTuple):
+    topic: str
+    payload: bytes
+    expiry_s: int | None
+    ticket: PublishTicket
 
 
 class MqttConsumer:
@@ -115,10 +149,14 @@ class MqttConsumer:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
 
         self._generation = 0
         self._connack = False
         self._acks: deque[Sequence[Delivery]] = deque()
+        self._outgoing: deque[_Outgoing] = deque()
+        # Publishes the broker has not acknowledged yet, by packet id (this connection's).
+        self._in_flight: dict[int, PublishTicket] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.settimeout(0.0)  # non-blocking
         self._wake_w.settimeout(0.0)
@@ -137,6 +175,20 @@ class MqttConsumer:
         if deliveries:
             self._acks.append(deliveries)
             self._wake()
+
+    def publish(self, topic: str, payload: bytes, *, expiry_s: int | None = None) -> PublishTicket:
+        """Queue a QoS 1 publish for the MQTT thread; the ticket says when the broker has it.
+
+        `expiry_s` becomes the MQTT 5 Message Expiry Interval (a broker drops the message
+        if it cannot deliver it in time); MQTT 3.1.1 has no such thing and ignores it.
+        """
+        ticket = PublishTicket()
+        if self._close_requested.is_set():
+            ticket.resolve(accepted=False, error="the MQTT session is closing")
+            return ticket
+        self._outgoing.append(_Outgoing(topic, payload, expiry_s, ticket))
+        self._wake()
+        return ticket
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until subscribed on a live connection (for tests and start-up logs)."""
@@ -182,6 +234,7 @@ class MqttConsumer:
                 delay = backoff.next_delay()
                 log.warning("cannot reach MQTT broker %s (%r); retry in %.1fs",
                             self.broker.redacted(), exc, delay)  # fmt: skip
+                self._fail_publishes("not connected to the broker")
                 self._sleep(delay)
                 continue
             try:
@@ -193,6 +246,7 @@ class MqttConsumer:
             except Exception:
                 log.exception("MQTT loop failed; reconnecting")
             self._connected.clear()
+            self._fail_publishes("connection lost before the broker acknowledged")
             if self._close_requested.is_set():
                 break
             if time.monotonic() - started >= STABLE_CONNECTION_S:
@@ -228,8 +282,9 @@ class MqttConsumer:
             if sock is None:
                 return
             self._send_acks()
+            self._send_publishes()
             if client.socket() is not sock:
-                continue  # sending the acks found the connection gone
+                continue  # sending the acks or publishes found the connection gone
             if not disconnecting and self._should_disconnect(connack_deadline):
                 # After the acks above, so they leave before the DISCONNECT.
                 disconnecting = True
@@ -284,6 +339,35 @@ class MqttConsumer:
                     skipped += 1
         self._stats.messages_acked += acked
         self._stats.acks_skipped += skipped
+
+    def _send_publishes(self) -> None:
+        if not self._outgoing:
+            return
+        if not self._connected.is_set():
+            # Not queued inside paho for a later connection: the dispatcher decides what
+            # to do with a command that could not go out, and it may have expired by then.
+            self._fail_publishes("not connected to the broker")
+            return
+        v5 = self.protocol is MqttProtocol.V5
+        while self._outgoing:
+            topic, payload, expiry_s, ticket = self._outgoing.popleft()
+            properties = None
+            if v5 and expiry_s is not None:
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call] # paho's Properties is unannotated
+                properties.MessageExpiryInterval = expiry_s
+            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                ticket.resolve(accepted=False, error=mqtt.error_string(info.rc))
+                continue
+            self._in_flight[info.mid] = ticket
+
+    def _fail_publishes(self, why: str) -> None:
+        """Resolve every queued and in-flight publish as failed."""
+        tickets = [*self._in_flight.values(), *(item.ticket for item in self._outgoing)]
+        self._in_flight.clear()
+        self._outgoing.clear()
+        for ticket in tickets:
+            ticket.resolve(accepted=False, error=why)
 
     # --- paho callbacks (on the MQTT thread) ----------------------------------------------
 
@@ -340,6 +424,23 @@ class MqttConsumer:
         self._connected.clear()
         if not self._close_requested.is_set():
             log.warning("MQTT disconnected: %s", reason_code)
+
+    def _on_publish(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,  # noqa: ANN401 - paho's signature
+        mid: int,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        ticket = self._in_flight.pop(mid, None)
+        if ticket is None:
+            return
+        if reason_code.is_failure:
+            # MQTT 5: the broker refused it (say, "not authorized" on this topic).
+            ticket.resolve(accepted=False, error=str(reason_code))
+        else:
+            ticket.resolve(accepted=True)
 
     def _on_message(
         self,

@@ -1,4 +1,4 @@
-"""One hub process's ingest, wired together: MQTT consumer -> intake -> batches -> writer.
+"""One hub process, wired together: MQTT consumer -> intake -> batches -> writer, and commands.
 
     with Hub(HubSettings()) as hub:   # seeds the filters, connects, subscribes
         ...                          # hub.stats counts what happens
@@ -6,7 +6,9 @@
 
 Threads: `hub-mqtt` runs the MQTT session and the intake (decode, filter, batch);
 `hub-writer` commits batches, sends their acks through the MQTT thread, fans out to Redis
-and sweeps silent vehicles; the caller's thread only starts, watches and stops them.
+and sweeps silent vehicles; `hub-commands` claims, signs and publishes (through the MQTT
+thread) queued commands and expires stale ones; the caller's thread only starts, watches
+and stops them.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import psycopg
 from hub import repository
 from hub.batch import Batcher
 from hub.consumer import MqttConsumer
+from hub.dispatcher import CommandDispatcher
 from hub.fanout import LiveFanout
 from hub.filters import FilterConfig, FixFilter
 from hub.intake import EPOCH, Intake
 from hub.stats import HubStats
 from hub.writer import CONNECT_TIMEOUT_S, RETRY_CAP_S, RETRY_FIRST_S, Writer
 from protocol.backoff import Backoff
+from protocol.signing import CommandSigner
 from protocol.topics import TopicFilter, TopicKind
 
 if TYPE_CHECKING:
@@ -111,6 +115,22 @@ class Hub:
             sweep_interval_s=settings.hub_sweep_interval_s,
             on_commit=on_commit,
         )
+        self.signer = CommandSigner(settings.signing_key())
+        self.dispatcher = CommandDispatcher(
+            database_url=settings.database_url.get_secret_value(),
+            hub_id=settings.hub_client_id,
+            root=settings.topic_root,
+            signer=self.signer,
+            publish=lambda topic, payload, expiry_s: self.consumer.publish(
+                topic, payload, expiry_s=expiry_s
+            ),
+            connected=lambda: self.consumer.connected,
+            stats=self.stats,
+            sweep_s=settings.hub_command_sweep_s,
+            publish_timeout_s=settings.hub_command_publish_timeout_s,
+            min_remaining_s=settings.hub_command_min_remaining_s,
+            answer_grace_s=settings.hub_command_answer_grace_s,
+        )
         self._stop = threading.Event()
         self._started = False
         self._shut_down = False
@@ -124,6 +144,8 @@ class Hub:
         self._started = True
         self.writer.start()
         self.consumer.start()
+        self.dispatcher.start()
+        log.info("signing commands with key %s", self.signer.key_id)
         return True
 
     def request_stop(self) -> None:
@@ -147,6 +169,9 @@ class Hub:
         self.batcher.close()
         committed = True
         if self._started:
+            # First: a round in progress still needs the MQTT thread for its PUBACKs.
+            if not self.dispatcher.close(self.settings.hub_command_publish_timeout_s + 1):
+                log.warning("command dispatcher did not stop in time")
             committed = self.writer.finish(self.settings.hub_stop_grace_s)
             if not self.consumer.close(MQTT_CLOSE_TIMEOUT_S):
                 log.warning("MQTT session did not close in time; unsent acks are redelivered")
@@ -225,5 +250,7 @@ class Hub:
             )
             if message.qos:
                 batch.deliveries.append((generation, message.mid))
+            else:
+                self.stats.messages_qos0 += 1
         finally:
             self.batcher.release(batch)

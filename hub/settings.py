@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from enum import StrEnum
+from pathlib import Path  # noqa: TC003 - pydantic reads the annotation at runtime
 from typing import Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from freecar.settings import Settings
-from protocol.errors import TopicError
+from freecar.settings import Environment, Settings
+from protocol.errors import KeyFormatError, TopicError
+from protocol.keys import SigningKey
 from protocol.topics import DEFAULT_ROOT, check_root
+
+log = logging.getLogger(__name__)
 
 # MQTT 5 caps Receive Maximum at 65535 (a two-byte integer).
 MAX_RECEIVE_MAXIMUM = 65_535
@@ -87,6 +92,26 @@ class HubSettings(Settings):
     # before SIGKILL; what is not committed by then is simply redelivered next time.
     hub_stop_grace_s: float = Field(default=8.0, gt=0)
 
+    # Command dispatch (hub/dispatcher.py). The key signs every command: PASERK `k4.secret.`
+    # or PEM text in the variable, or a file holding either. Outside production a hub
+    # without one makes up a key for its lifetime and logs the public half for the cars.
+    hub_signing_key: SecretStr | None = None
+    """FREECAR_HUB_SIGNING_KEY: the Ed25519 signing key itself (PASERK or PEM)."""
+    hub_signing_key_file: Path | None = None
+    """FREECAR_HUB_SIGNING_KEY_FILE: a file holding the signing key (PASERK or PEM)."""
+    # Pending commands are looked for this often even without a NOTIFY (one lost while the
+    # database connection was down), and TTLs are enforced at this precision.
+    hub_command_sweep_s: float = Field(default=1.0, gt=0, le=60)
+    # The broker takes a QoS 1 publish within milliseconds; one not acknowledged in this is
+    # put back in the queue and sent again (the car drops repeats by command id).
+    hub_command_publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # A command is not sent with less than this left to live: signing, the broker and the
+    # car's actuator together need about a second, and a car refuses an expired token.
+    hub_command_min_remaining_s: int = Field(default=2, ge=1, le=60)
+    # A sent command whose vehicle has not answered this long after its TTL is expired.
+    # The car never acts after the TTL, but its ack may still be on the way.
+    hub_command_answer_grace_s: float = Field(default=10.0, ge=0, le=600)
+
     @field_validator("topic_root")
     @classmethod
     def _root_is_valid(cls, value: str) -> str:
@@ -107,6 +132,42 @@ class HubSettings(Settings):
                 "FREECAR_HUB_RECEIVE_MAXIMUM must be at least FREECAR_HUB_BATCH_MAX_FIXES"
             )
         return self
+
+    @model_validator(mode="after")
+    def _production_has_a_signing_key(self) -> Self:
+        if (
+            self.env is Environment.PRODUCTION
+            and self.hub_signing_key is None
+            and (self.hub_signing_key_file is None)
+        ):
+            raise ValueError(
+                "production needs FREECAR_HUB_SIGNING_KEY or FREECAR_HUB_SIGNING_KEY_FILE: "
+                "the cars trust only the key they were provisioned with"
+            )
+        return self
+
+    def signing_key(self) -> SigningKey:
+        """The key commands are signed with; a made-up one outside production if none is set.
+
+        Raises KeyFormatError if the configured key cannot be read.
+        """
+        if self.hub_signing_key is not None:
+            text = self.hub_signing_key.get_secret_value().strip()
+            if text.startswith("-----BEGIN"):
+                return SigningKey.from_pem(text.encode("ascii"))
+            return SigningKey.from_paserk(text)
+        if self.hub_signing_key_file is not None:
+            try:
+                return SigningKey.load(self.hub_signing_key_file)
+            except OSError as exc:
+                raise KeyFormatError(f"cannot read the signing key file: {exc}") from exc
+        key = SigningKey.generate()
+        log.warning(
+            "no FREECAR_HUB_SIGNING_KEY: signing with a key made up for this process; cars "
+            "must trust %s (it dies with the process)",
+            key.verifying_key.to_paserk(),
+        )
+        return key
 
     def protocol(self) -> MqttProtocol:
         """The MQTT version to speak, with `auto` resolved."""

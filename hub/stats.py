@@ -37,6 +37,8 @@ class HubStats:
     """Fixes a filter refused but kept as status-only, because they change lock/doors/..."""
     mqtt_connections: int = 0
     messages_acked: int = 0
+    messages_qos0: int = 0
+    """QoS 0 messages: nothing to acknowledge (amqtt sends retained messages this way)."""
     acks_skipped: int = 0
     """Messages of a connection lost before their batch committed: the broker redelivers."""
 
@@ -53,6 +55,14 @@ class HubStats:
     marked_offline: int = 0
     live_published: int = 0
     live_errors: int = 0
+    commands_confirmed: int = 0
+
+    # Written by the command dispatcher thread.
+    commands_sent: int = 0
+    commands_send_failed: int = 0
+    """Publishes the broker did not acknowledge in time: put back in the queue."""
+    commands_expired: int = 0
+    command_errors: int = 0
 
     @property
     def duplicates(self) -> int:
@@ -87,5 +97,7 @@ class HubStats:
             f"filtered {filtered}; dead-lettered {self.dead_lettered}; "
             f"batches {self.batches} (flush mean {mean_ms:.1f} ms, "
             f"max {1000 * self.flush_seconds_max:.1f} ms); acked {self.messages_acked}; "
-            f"database errors {self.database_errors}; live {self.live_published}"
+            f"database errors {self.database_errors}; live {self.live_published}; "
+            f"commands sent {self.commands_sent}, confirmed {self.commands_confirmed}, "
+            f"expired {self.commands_expired}"
         )

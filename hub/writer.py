@@ -1,8 +1,9 @@
 """The unit of work: one transaction per batch, then acks, then live fan-out.
 
 The writer thread takes batches from the `Batcher` in order and, for each, runs one
-transaction (fixes, dead letters, vehicle states, command acks). Only after the commit
-does it acknowledge the batch's messages to the broker and fan the new states out.
+transaction (fixes, dead letters, vehicle states, command acks and confirmations). Only
+after the commit does it acknowledge the batch's messages to the broker and fan the new
+states out.
 
 When the database is unreachable the batch is kept and retried with a capped, jittered
 backoff; nothing is acknowledged meanwhile, so the broker stops sending once its window of
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import psycopg
 
@@ -27,7 +28,7 @@ from hub.batch import DeadLetter
 from protocol.backoff import Backoff
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from db.telemetry import TelemetryRow
     from hub.batch import Batch, Batcher
@@ -55,6 +56,17 @@ REASON_REFUSED_BY_DATABASE: Final = "refused_by_database"
 
 # Errors caused by a batch's data, not by the server's state: retrying cannot help.
 DATA_ERRORS: Final = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+
+
+class Written(NamedTuple):
+    """What one batch's transaction did."""
+
+    inserted: int
+    """Fixes that were new to the database."""
+    states: list[LiveState]
+    """The vehicle states it touched, to fan out."""
+    confirmed: int
+    """Commands it confirmed."""
 
 
 class Writer:
@@ -144,10 +156,11 @@ class Writer:
         written = self._write_until_committed(batch)
         if written is None:
             return False
-        inserted, states = written
+        inserted, states, confirmed = written
         stats = self._stats
         stats.fixes_stored += inserted
         stats.duplicates_in_database += len(batch.rows) - inserted
+        stats.commands_confirmed += confirmed
         stats.record_flush(time.monotonic() - started)
         self._ack(batch.deliveries)
         try:
@@ -159,8 +172,8 @@ class Writer:
             log.exception("after-commit work failed")
         return True
 
-    def _write_until_committed(self, batch: Batch) -> tuple[int, list[LiveState]] | None:
-        """(fixes inserted, states touched) once committed; None if the grace ran out."""
+    def _write_until_committed(self, batch: Batch) -> Written | None:
+        """What the batch's transaction did, once committed; None if the grace ran out."""
         backoff = Backoff(initial_s=RETRY_FIRST_S, max_s=RETRY_CAP_S)
         isolate = False
         while True:
@@ -211,17 +224,15 @@ class Writer:
         self._wake.clear()
         return True
 
-    def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> tuple[int, list[LiveState]]:
+    def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> Written:
         with conn.transaction():
             inserted = repository.store_telemetry(conn, batch.rows) if batch.rows else 0
             repository.store_dead_letters(conn, batch.dead_letters)
             states = repository.advance_states(conn, batch.latest, batch.presence)
-            repository.record_command_acks(conn, batch.command_acks)
-        return inserted, states
+            confirmed = self._settle_commands(conn, batch, batch.latest)
+        return Written(inserted, states, confirmed)
 
-    def _write_isolated(
-        self, conn: psycopg.Connection[Any], batch: Batch
-    ) -> tuple[int, list[LiveState]]:
+    def _write_isolated(self, conn: psycopg.Connection[Any], batch: Batch) -> Written:
         """Write message by message (a savepoint each); refused messages become dead letters."""
         inserted = 0
         refused: list[DeadLetter] = []
@@ -250,9 +261,18 @@ class Writer:
                         latest[row.vehicle_id] = row
             repository.store_dead_letters(conn, [*batch.dead_letters, *refused])
             states = repository.advance_states(conn, latest, batch.presence)
-            repository.record_command_acks(conn, batch.command_acks)
+            confirmed = self._settle_commands(conn, batch, latest)
         self._stats.refused_by_database += len(refused)
-        return inserted, states
+        return Written(inserted, states, confirmed)
+
+    def _settle_commands(
+        self, conn: psycopg.Connection[Any], batch: Batch, latest: Mapping[str, TelemetryRow]
+    ) -> int:
+        """Record the batch's command acks, then confirm what the new states bear out."""
+        repository.record_command_acks(conn, batch.command_acks)
+        # Only vehicles this batch heard from can have a newly acked command or a new state.
+        vehicles = {*latest, *(ack.vehicle_id for ack in batch.command_acks)}
+        return repository.confirm_commands(conn, vehicles)
 
     def _sweep(self) -> None:
         """Mark silent vehicles offline; skipped (and retried next time) if the database is away."""
