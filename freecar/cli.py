@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "agent": "vehicle_agent.cli",
     "sim": "simulator.cli",
     "hub": "hub.cli",
+    "api": "api.cli",
+    "create-admin": "api.users.cli",
     "command": "db.command_cli",
 }
 

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print("demo: applying migrations...", flush=True)
         status = migrate(database_url)
         new_cars = seed_demo(database_url, vehicles=args.vehicles, seed=args.seed)
+        env = {**env, **_api_address(env)}
         components = demo_components(env, args.vehicles)
         supervisor = Supervisor(components, base_env={**os.environ, **env})
         resources.callback(supervisor.stop)
@@ -157,6 +158,7 @@ def _print_banner(
         f"  redis       {env['FREECAR_REDIS_URL']}",
         f"  mqtt        {BrokerUrl.parse(env['FREECAR_MQTT_URL']).redacted()}",
         f"  components  {running}",
+        *_api_lines(env, components),
         "",
         "Press Ctrl-C to stop everything.",
         "",
@@ -172,3 +174,66 @@ def _redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# The API's usual port, taken when free so the demo's URLs are the familiar ones.
+DEFAULT_API_PORT = 8000
+# Long enough for the API to import, open its pool and answer on a loaded machine; the
+# banner says so if it is still starting after that.
+API_START_S = 30.0
+
+
+def _api_address(env: Mapping[str, str]) -> dict[str, str]:
+    """Where the demo's API listens: the configured port, else 8000 if free, else any port."""
+    import socket
+
+    host = env.get("FREECAR_API_HOST", "127.0.0.1")
+    if env.get("FREECAR_API_PORT"):
+        return {"FREECAR_API_HOST": host, "FREECAR_API_PORT": env["FREECAR_API_PORT"]}
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, DEFAULT_API_PORT))
+            port = DEFAULT_API_PORT
+        except OSError:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    return {"FREECAR_API_HOST": host, "FREECAR_API_PORT": str(port)}
+
+
+def _api_ready(url: str, deadline_s: float) -> bool:
+    """Whether `url` answers 200 within `deadline_s` (polled, never longer)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own http URL
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _api_lines(env: Mapping[str, str], components: list[Component]) -> list[str]:
+    """The banner's API lines: where it is, its docs, and a dev login to paste."""
+    if "api" not in {c.name for c in components}:
+        return []
+    base = f"http://{env['FREECAR_API_HOST']}:{env['FREECAR_API_PORT']}"
+    state = "" if _api_ready(f"{base}/health/ready", API_START_S) else "  (still starting)"
+    login = (
+        f"curl -s -X POST {base}/v1/auth/dev-login -H 'Content-Type: application/json'"
+        """ -d '{"username": "demo"}'"""
+    )
+    lines = [f"  api         {base}{state}", f"  docs        {base}/docs"]
+    # The development sign-in exists only in development (devstack's FREECAR_ENV).
+    if env.get("FREECAR_ENV", "development") == "development":
+        lines[1] += "  (dev-login, then Authorize with the access_token)"
+        lines += [
+            f"  dev login   {login}",
+            f"              curl -s {base}/v1/me -H 'Authorization: Bearer <access_token>'",
+        ]
+    return lines

@@ -1,0 +1,1 @@
+"""Sign-in (WeChat, staff, development), tokens, refresh rotation and sessions."""

@@ -1,0 +1,90 @@
+"""Serve the FreeCar REST API (FastAPI on uvicorn): riders, fleet managers and admins.
+
+Configuration comes from FREECAR_* variables: FREECAR_ENV, FREECAR_DATABASE_URL,
+FREECAR_REDIS_URL and the API's own FREECAR_API_* settings (token keys, WeChat AppID and
+AppSecret, CORS origins, rate-limit budgets...; see docs/api.md). Interactive docs are at
+/docs. In development without FREECAR_API_TOKEN_KEYS, tokens are signed with a random key
+that dies with the process; `--generate-key` prints a real one.
+
+SIGINT or SIGTERM lets in-flight requests finish, closes the pool and Redis, and then ends
+the process by that same signal (uvicorn re-raises it, so process managers see why it
+stopped). Exit codes otherwise: 2 bad configuration; 3 could not start (database or Redis
+unreachable: the log says which).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
+
+EXIT_CONFIG = 2
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add `freecar api` options (each overrides its FREECAR_* variable)."""
+    parser.add_argument("--host", help="address to bind (FREECAR_API_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (FREECAR_API_PORT; default 8000)")
+    parser.add_argument(
+        "--reload", action="store_true", help="restart when the code changes (development)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default INFO)",
+    )
+    parser.add_argument(
+        "--generate-key",
+        action="store_true",
+        help="print a new token key for FREECAR_API_TOKEN_KEYS and exit",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `freecar api` until SIGINT or SIGTERM."""
+    if args.generate_key:
+        from api.auth.keys import generate_token_key
+
+        print(generate_token_key())
+        return 0
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from api.context import configure_logging
+    from api.settings import ApiSettings
+
+    configure_logging(args.log_level)
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["api_host"] = args.host
+    if args.port:
+        overrides["api_port"] = args.port
+    try:
+        settings = ApiSettings(**overrides)
+    except (ValidationError, ValueError) as exc:
+        print(f"freecar api: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    common: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_config": None,  # configure_logging's handler, with request ids, stays in charge
+        "log_level": args.log_level.lower(),
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.api_forwarded_allow_ips,
+        "server_header": False,
+        # Lets in-flight requests finish on SIGTERM; the demo's supervisor waits 10 s.
+        "timeout_graceful_shutdown": 8,
+    }
+    if args.reload:
+        # The reloader imports the factory in a fresh process, which reads FREECAR_* itself.
+        uvicorn.run("api.app:create_app", factory=True, reload=True, **common)
+        return 0
+    from api.app import create_app
+
+    print(f"freecar api: serving on {settings.public_url} (docs at /docs)", flush=True)
+    uvicorn.run(create_app(settings), **common)
+    return 0

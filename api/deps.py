@@ -1,0 +1,198 @@
+"""Typed dependencies, declared once: the connection (the unit of work), the caller, roles.
+
+`Conn` is a pooled connection inside one transaction per request: committed after the
+endpoint returns and before the response is sent, rolled back if anything raises (except
+an ApiError that `keeps_changes`). Services never commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from ipaddress import ip_address
+from typing import TYPE_CHECKING, Annotated, Any
+
+import redis.asyncio
+from fastapi import Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import AsyncConnection, OperationalError
+from psycopg_pool import PoolTimeout
+
+from api.auth import service as auth_service
+from api.context import current_request_id
+from api.errors import ApiError, ForbiddenError, MissingTokenError, ServiceUnavailableError
+from api.identity import STAFF_ROLES, Client, Principal, Role
+from api.resources import Resources
+from api.settings import ApiSettings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+# Dependencies are coroutines even when they do not await: FastAPI runs a plain function in
+# a worker thread, a hop every request would pay for nothing.
+async def _resources(request: Request) -> Resources:
+    resources = request.state.resources
+    assert isinstance(resources, Resources), "the app's lifespan did not run"
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(_resources)]
+
+
+async def _settings(resources: ResourcesDep) -> ApiSettings:
+    return resources.settings
+
+
+SettingsDep = Annotated[ApiSettings, Depends(_settings)]
+
+
+async def _redis(resources: ResourcesDep) -> redis.asyncio.Redis:
+    return resources.redis
+
+
+RedisDep = Annotated[redis.asyncio.Redis, Depends(_redis)]
+
+
+@asynccontextmanager
+async def unit_of_work(resources: Resources) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pooled connection in a transaction: committed on success, rolled back on error.
+
+    `Conn` wraps this for endpoints; an endpoint that must call out (WeChat) before touching
+    the database opens it itself, so no connection idles through the outside call.
+    """
+    try:
+        async with resources.pool.connection() as conn:
+            try:
+                yield conn
+            except ApiError as exc:
+                if exc.keeps_changes:
+                    await conn.commit()
+                raise
+    except (PoolTimeout, OperationalError) as exc:
+        log.warning("database unavailable: %s", exc)
+        raise ServiceUnavailableError("database unavailable; retry shortly") from exc
+
+
+async def _connection(resources: ResourcesDep) -> AsyncIterator[AsyncConnection[Any]]:
+    async with unit_of_work(resources) as conn:
+        yield conn
+
+
+# scope="function": the transaction ends when the endpoint returns, before the response is
+# sent, so a client never sees a success that then fails to commit.
+Conn = Annotated[AsyncConnection[Any], Depends(_connection, scope="function")]
+
+
+def _printable(text: str) -> str:
+    return "".join(ch for ch in text if ch.isprintable())
+
+
+def client_ip_key(request: Request) -> str:
+    """The client's address as a rate-limit key (`unknown` when the server gives none)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def _client(request: Request) -> Client:
+    host = request.client.host if request.client else None
+    try:
+        ip = ip_address(host) if host else None
+    except ValueError:
+        ip = None  # a Unix socket or a test client's made-up name
+    return Client(
+        ip=ip,
+        user_agent=_printable(request.headers.get("user-agent", "")),
+        request_id=current_request_id(),
+    )
+
+
+ClientDep = Annotated[Client, Depends(_client)]
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="PASETO v4.local",
+    description="An access token from a sign-in or a refresh.",
+)
+
+
+async def _principal(
+    conn: Conn,
+    resources: ResourcesDep,
+    client: ClientDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None:
+        raise MissingTokenError
+    claims = resources.sessions.codec.verify(credentials.credentials)
+    return await auth_service.authenticate(conn, resources.sessions, claims, client)
+
+
+CurrentUser = Annotated[Principal, Depends(_principal)]
+"""The signed-in caller, any role; 401 without a live session."""
+
+
+def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets only `roles` through (403 for the others)."""
+    allowed = frozenset(roles)
+
+    async def check(principal: CurrentUser) -> Principal:
+        if principal.role not in allowed:
+            raise ForbiddenError(f"this needs the role {' or '.join(sorted(allowed))}")
+        return principal
+
+    return check
+
+
+RequireCustomer = Annotated[Principal, Depends(require_roles(Role.CUSTOMER))]
+"""A signed-in rider."""
+RequireStaff = Annotated[Principal, Depends(require_roles(*STAFF_ROLES))]
+"""A signed-in fleet manager or admin."""
+RequireAdmin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+"""A signed-in admin."""
+
+
+async def rate_limit(request: Request, response: Response, resources: ResourcesDep) -> None:
+    """Count the request against its budgets; 429 when one is spent (router dependency)."""
+    limiter = resources.limiter
+    if limiter is None:
+        return
+    # The matched route is the endpoint's own APIRoute; its name is the handler's name.
+    endpoint = str(getattr(request.scope.get("route"), "name", "") or "")
+    # Only a peek at the token to pick the user's budget; the endpoint's own dependency
+    # verifies it properly (and checks the session) afterwards.
+    claims = None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        claims = resources.sessions.codec.verify_or_none(token.strip())
+    window = await limiter.check(
+        ip=client_ip_key(request),
+        endpoint=endpoint,
+        user=None if claims is None else str(claims.sub),
+        role=None if claims is None else claims.role,
+    )
+    if window is not None:
+        response.headers.update(window.headers())
+
+
+RateLimit = Depends(rate_limit)
+
+
+async def admin_network_guard(request: Request, settings: SettingsDep) -> None:
+    """403 `ip_not_allowed` outside FREECAR_API_ADMIN_NETWORKS, when that list is set."""
+    networks = settings.api_admin_networks
+    if not networks:
+        return
+    ip = (await _client(request)).ip
+    if ip is None or not any(ip in network for network in networks):
+        raise IpNotAllowedError
+
+
+class IpNotAllowedError(ForbiddenError):
+    """Admin endpoints answer only the configured networks."""
+
+    code = "ip_not_allowed"
+    default_message = "admin endpoints are not reachable from this address"
