@@ -26,10 +26,13 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
+import redis
 from psycopg import sql
 
 from db.commands import COMMANDS_CHANNEL
 from hub import repository
+from hub.events.pipeline import command_failed_events, publish_events, store_events
+from hub.fanout import REDIS_TIMEOUT_S
 from protocol.backoff import Backoff
 from protocol.commands import Action
 from protocol.topics import Topic
@@ -73,6 +76,7 @@ class CommandDispatcher:
         publish_timeout_s: float,
         min_remaining_s: int,
         answer_grace_s: float,
+        redis_url: str,
     ) -> None:
         self._database_url = database_url
         self._hub_id = hub_id
@@ -85,6 +89,9 @@ class CommandDispatcher:
         self._publish_timeout_s = publish_timeout_s
         self._min_remaining_s = min_remaining_s
         self._answer_grace_s = answer_grace_s
+        self._redis = redis.Redis.from_url(
+            redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hub-commands", daemon=True)
 
@@ -97,7 +104,10 @@ class CommandDispatcher:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        return not self._thread.is_alive()
+        stopped = not self._thread.is_alive()
+        if stopped:
+            self._redis.close()
+        return stopped
 
     # --- the dispatcher thread -------------------------------------------------------------
 
@@ -191,6 +201,8 @@ class CommandDispatcher:
             expired = repository.expire_commands(
                 conn, min_remaining_s=self._min_remaining_s, grace_s=self._answer_grace_s
             )
+            stored = store_events(conn, command_failed_events(expired))
         if expired:
-            self._stats.commands_expired += expired
-            log.info("%d commands expired", expired)
+            self._stats.commands_expired += len(expired)
+            log.info("%d commands expired", len(expired))
+            publish_events(self._redis, stored, self._stats)

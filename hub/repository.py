@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 from db.telemetry import insert_telemetry
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
     from db.telemetry import TelemetryRow
     from hub.batch import CommandAck, DeadLetter, Presence
+    from hub.events.model import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,8 @@ _RECORD_COMMAND_ACKS: LiteralString = """
         %(received_at)s::timestamptz[]
     ) AS a(cmd_id, vehicle_id, status, reason, received_at)
     WHERE c.id = a.cmd_id AND c.vehicle_id = a.vehicle_id AND c.status = 'sent'
+    RETURNING c.id, c.vehicle_id, c.action, c.status, c.outcome_reason, c.issued_by,
+              a.received_at AS at
 """
 
 # Acked lock and unlock commands are confirmed once the vehicle's state shows the lock state
@@ -232,7 +236,34 @@ _EXPIRE_COMMANDS: LiteralString = """
              OR (status = 'sent' AND expires_at <= now() - make_interval(secs => %(grace_s)s))
           FOR UPDATE SKIP LOCKED) AS e
     WHERE c.id = e.id
+    RETURNING c.id, c.vehicle_id, c.action, c.status, c.outcome_reason, c.issued_by,
+              c.finished_at AS at
 """
+
+_LOAD_CONDITIONS: LiteralString = "SELECT vehicle_id, state FROM vehicle_conditions"
+
+_SAVE_CONDITIONS: LiteralString = """
+    INSERT INTO vehicle_conditions AS c (vehicle_id, state)
+    SELECT u.vehicle_id, u.state
+    FROM unnest(%(vehicle_id)s::text[], %(state)s::jsonb[]) AS u(vehicle_id, state)
+    WHERE EXISTS (SELECT 1 FROM vehicles v WHERE v.id = u.vehicle_id)
+    ON CONFLICT (vehicle_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+"""
+
+# Events only for vehicles in the inventory (the foreign key), like vehicle_state.
+_STORE_EVENTS: LiteralString = """
+    INSERT INTO events (vehicle_id, kind, ts, lat, lon, geofence_id, details, notify)
+    SELECT e.vehicle_id, e.kind, e.ts, e.lat, e.lon, e.geofence_id, e.details, e.notify
+    FROM unnest(
+        %(vehicle_id)s::text[], %(kind)s::text[], %(ts)s::timestamptz[],
+        %(lat)s::float8[], %(lon)s::float8[], %(geofence_id)s::bigint[],
+        %(details)s::jsonb[], %(notify)s::bool[]
+    ) AS e(vehicle_id, kind, ts, lat, lon, geofence_id, details, notify)
+    WHERE EXISTS (SELECT 1 FROM vehicles v WHERE v.id = e.vehicle_id)
+    RETURNING id, vehicle_id, kind, ts
+"""
+
+_RENTED_VEHICLES: LiteralString = "SELECT id FROM vehicles WHERE status = 'rented'"
 
 _MARK_SILENT_OFFLINE: LiteralString = """
     UPDATE vehicle_state SET
@@ -308,21 +339,37 @@ def advance_states(
     return touched
 
 
-def record_command_acks(conn: psycopg.Connection[Any], acks: Sequence[CommandAck]) -> int:
-    """Move acknowledged commands on from `sent`; return how many moved."""
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """A command that just moved on, with what the car (or the clock) said."""
+
+    id: UUID
+    vehicle_id: str
+    action: str
+    status: str
+    outcome_reason: str | None
+    issued_by: str
+    at: datetime
+
+
+def record_command_acks(
+    conn: psycopg.Connection[Any], acks: Sequence[CommandAck]
+) -> list[CommandOutcome]:
+    """Move acknowledged commands on from `sent`; return those that moved."""
     if not acks:
-        return 0
-    cur = conn.execute(
-        _RECORD_COMMAND_ACKS,
-        {
-            "cmd_id": [a.cmd_id for a in acks],
-            "vehicle_id": [a.vehicle_id for a in acks],
-            "status": [a.status for a in acks],
-            "reason": [a.reason for a in acks],
-            "received_at": [a.received_at for a in acks],
-        },
-    )
-    return cur.rowcount
+        return []
+    with conn.cursor(row_factory=class_row(CommandOutcome)) as cur:
+        cur.execute(
+            _RECORD_COMMAND_ACKS,
+            {
+                "cmd_id": [a.cmd_id for a in acks],
+                "vehicle_id": [a.vehicle_id for a in acks],
+                "status": [a.status for a in acks],
+                "reason": [a.reason for a in acks],
+                "received_at": [a.received_at for a in acks],
+            },
+        )
+        return cur.fetchall()
 
 
 def confirm_commands(conn: psycopg.Connection[Any], vehicle_ids: Collection[str]) -> int:
@@ -368,10 +415,63 @@ def unclaim_commands(conn: psycopg.Connection[Any], ids: Collection[UUID]) -> in
     return conn.execute(_UNCLAIM_COMMANDS, {"ids": list(ids)}).rowcount
 
 
-def expire_commands(conn: psycopg.Connection[Any], *, min_remaining_s: int, grace_s: float) -> int:
-    """End the commands that can no longer run; return how many."""
+def expire_commands(
+    conn: psycopg.Connection[Any], *, min_remaining_s: int, grace_s: float
+) -> list[CommandOutcome]:
+    """End the commands that can no longer run; return them."""
     params = {"min_remaining_s": min_remaining_s, "grace_s": grace_s}
-    return conn.execute(_EXPIRE_COMMANDS, params).rowcount
+    with conn.cursor(row_factory=class_row(CommandOutcome)) as cur:
+        return cur.execute(_EXPIRE_COMMANDS, params).fetchall()
+
+
+def load_conditions(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    """Every vehicle's saved status-event conditions, as stored JSON."""
+    return dict(conn.execute(_LOAD_CONDITIONS).fetchall())
+
+
+def save_conditions(conn: psycopg.Connection[Any], states: Mapping[str, dict[str, Any]]) -> None:
+    """Save changed conditions (JSON per vehicle)."""
+    if not states:
+        return
+    conn.execute(
+        _SAVE_CONDITIONS,
+        {"vehicle_id": list(states), "state": [Jsonb(s) for s in states.values()]},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event's id once stored."""
+
+    id: int
+    vehicle_id: str
+    kind: str
+    ts: datetime
+
+
+def store_events(conn: psycopg.Connection[Any], events: Sequence[Event]) -> list[StoredEvent]:
+    """Store events (for inventory vehicles only); return what was stored."""
+    if not events:
+        return []
+    with conn.cursor(row_factory=class_row(StoredEvent)) as cur:
+        return cur.execute(
+            _STORE_EVENTS,
+            {
+                "vehicle_id": [e.vehicle_id for e in events],
+                "kind": [e.kind.value for e in events],
+                "ts": [e.ts for e in events],
+                "lat": [e.lat for e in events],
+                "lon": [e.lon for e in events],
+                "geofence_id": [e.geofence_id for e in events],
+                "details": [Jsonb(e.details) for e in events],
+                "notify": [e.notify for e in events],
+            },
+        ).fetchall()
+
+
+def rented_vehicles(conn: psycopg.Connection[Any]) -> set[str]:
+    """Vehicles with a trip under way (status `rented`)."""
+    return {vid for (vid,) in conn.execute(_RENTED_VEHICLES).fetchall()}
 
 
 def mark_silent_offline(conn: psycopg.Connection[Any], timeout_s: float) -> list[LiveState]:

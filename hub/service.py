@@ -25,6 +25,7 @@ from hub import repository
 from hub.batch import Batcher
 from hub.consumer import MqttConsumer
 from hub.dispatcher import CommandDispatcher
+from hub.events.pipeline import EventPipeline
 from hub.fanout import LiveFanout
 from hub.filters import FilterConfig, FixFilter
 from hub.intake import EPOCH, Intake
@@ -105,6 +106,7 @@ class Hub:
             stats=self.stats,
             interval_s=settings.hub_live_interval_s,
         )
+        self.events = EventPipeline(settings.redis_url.get_secret_value(), stats=self.stats)
         self.writer = Writer(
             database_url=settings.database_url.get_secret_value(),
             batcher=self.batcher,
@@ -113,6 +115,7 @@ class Hub:
             stats=self.stats,
             silence_timeout_s=settings.hub_silence_timeout_s,
             sweep_interval_s=settings.hub_sweep_interval_s,
+            events=self.events,
             on_commit=on_commit,
         )
         self.signer = CommandSigner(settings.signing_key())
@@ -130,6 +133,7 @@ class Hub:
             publish_timeout_s=settings.hub_command_publish_timeout_s,
             min_remaining_s=settings.hub_command_min_remaining_s,
             answer_grace_s=settings.hub_command_answer_grace_s,
+            redis_url=settings.redis_url.get_secret_value(),
         )
         self._stop = threading.Event()
         self._started = False
@@ -176,6 +180,7 @@ class Hub:
             if not self.consumer.close(MQTT_CLOSE_TIMEOUT_S):
                 log.warning("MQTT session did not close in time; unsent acks are redelivered")
         self.fanout.close()
+        self.events.close()
         return committed
 
     def run(self) -> int:

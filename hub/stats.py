@@ -56,6 +56,7 @@ class HubStats:
     live_published: int = 0
     live_errors: int = 0
     commands_confirmed: int = 0
+    events_raised: int = 0
 
     # Written by the command dispatcher thread.
     commands_sent: int = 0

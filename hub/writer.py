@@ -11,7 +11,9 @@ unacknowledged messages is full (see `hub.batch`). If the database refuses a bat
 (say, a string jsonb cannot hold), the batch is written again message by message, the
 refused messages become dead letters, and ingest goes on.
 
-The writer also runs the silence sweep, since it owns the database connection.
+Status events (hub/events) are found and stored in the same transaction and fanned out
+after the commit. The writer also runs the silence sweep, since it owns the database
+connection.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ if TYPE_CHECKING:
     from db.telemetry import TelemetryRow
     from hub.batch import Batch, Batcher
     from hub.consumer import Delivery
+    from hub.events.pipeline import EventPipeline
     from hub.fanout import LiveFanout
-    from hub.repository import LiveState
+    from hub.repository import CommandOutcome, LiveState
     from hub.stats import HubStats
 
 log = logging.getLogger(__name__)
@@ -82,9 +85,11 @@ class Writer:
         stats: HubStats,
         silence_timeout_s: float,
         sweep_interval_s: float,
+        events: EventPipeline,
         on_commit: Callable[[Batch, float], None] | None = None,
     ) -> None:
         self._database_url = database_url
+        self._events = events
         self._batcher = batcher
         self._ack = ack
         self._fanout = fanout
@@ -164,6 +169,7 @@ class Writer:
         stats.record_flush(time.monotonic() - started)
         self._ack(batch.deliveries)
         try:
+            self._events.published()
             self._fanout.offer(states)
             if self._on_commit is not None:
                 self._on_commit(batch, time.time())
@@ -187,6 +193,7 @@ class Writer:
                     # The data, not the server: write message by message to find the culprit.
                     log.warning("database refused a batch (%s); isolating the message", exc)
                     isolate = True
+                    self._events.rolled_back()
                     continue
                 # Refused outside the telemetry rows: nothing to single out. Keep the batch,
                 # say so loudly, and retry like any other failure.
@@ -205,6 +212,7 @@ class Writer:
     def _pause_after(self, error: Exception, batch: Batch, backoff: Backoff) -> bool:
         """Wait before the next attempt; False when the shutdown grace would run out first."""
         self._stats.database_errors += 1
+        self._events.rolled_back()
         self._drop_connection()
         delay = backoff.next_delay()
         if self._give_up_at is not None and time.monotonic() + delay > self._give_up_at:
@@ -229,7 +237,8 @@ class Writer:
             inserted = repository.store_telemetry(conn, batch.rows) if batch.rows else 0
             repository.store_dead_letters(conn, batch.dead_letters)
             states = repository.advance_states(conn, batch.latest, batch.presence)
-            confirmed = self._settle_commands(conn, batch, batch.latest)
+            confirmed, outcomes = self._settle_commands(conn, batch, batch.latest)
+            self._events.detect(conn, rows=batch.rows, states=states, outcomes=outcomes)
         return Written(inserted, states, confirmed)
 
     def _write_isolated(self, conn: psycopg.Connection[Any], batch: Batch) -> Written:
@@ -237,6 +246,7 @@ class Writer:
         inserted = 0
         refused: list[DeadLetter] = []
         latest: dict[str, TelemetryRow] = {}
+        accepted: list[TelemetryRow] = []
         with conn.transaction():
             for message in batch.telemetry_messages:
                 rows = batch.rows[message.first_row : message.end_row]
@@ -255,24 +265,29 @@ class Writer:
                         )
                     )
                     continue
+                accepted += rows
                 for row in rows:
                     newest = latest.get(row.vehicle_id)
                     if newest is None or row.ts > newest.ts:
                         latest[row.vehicle_id] = row
             repository.store_dead_letters(conn, [*batch.dead_letters, *refused])
             states = repository.advance_states(conn, latest, batch.presence)
-            confirmed = self._settle_commands(conn, batch, latest)
+            confirmed, outcomes = self._settle_commands(conn, batch, latest)
+            self._events.detect(conn, rows=accepted, states=states, outcomes=outcomes)
         self._stats.refused_by_database += len(refused)
         return Written(inserted, states, confirmed)
 
     def _settle_commands(
         self, conn: psycopg.Connection[Any], batch: Batch, latest: Mapping[str, TelemetryRow]
-    ) -> int:
-        """Record the batch's command acks, then confirm what the new states bear out."""
-        repository.record_command_acks(conn, batch.command_acks)
+    ) -> tuple[int, list[CommandOutcome]]:
+        """Record the batch's command acks, then confirm what the new states bear out.
+
+        Returns how many commands were confirmed, and the outcomes the acks recorded.
+        """
+        outcomes = repository.record_command_acks(conn, batch.command_acks)
         # Only vehicles this batch heard from can have a newly acked command or a new state.
         vehicles = {*latest, *(ack.vehicle_id for ack in batch.command_acks)}
-        return repository.confirm_commands(conn, vehicles)
+        return repository.confirm_commands(conn, vehicles), outcomes
 
     def _sweep(self) -> None:
         """Mark silent vehicles offline; skipped (and retried next time) if the database is away."""
@@ -281,11 +296,15 @@ class Writer:
             conn = self._connection()
             with conn.transaction():
                 offline = repository.mark_silent_offline(conn, self._silence_timeout_s)
+                self._events.detect(conn, rows=(), states=offline)
+                self._events.refresh(conn)
         except psycopg.Error as exc:
             self._stats.database_errors += 1
+            self._events.rolled_back()
             self._drop_connection()
             log.warning("silence sweep skipped: %s", exc)
             return
+        self._events.published()
         if offline:
             log.info("marked %d silent vehicles offline", len(offline))
             self._stats.marked_offline += len(offline)

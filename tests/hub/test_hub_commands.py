@@ -387,7 +387,7 @@ def test_two_hubs_send_each_command_once(
 
 
 def test_commands_the_broker_does_not_take_go_back_to_the_queue(
-    migrated_database_url: str, mqtt_topic_root: str
+    migrated_database_url: str, redis_url: str, mqtt_topic_root: str
 ) -> None:
     url, root = migrated_database_url, mqtt_topic_root
     car_id = f"{root}-car"
@@ -414,6 +414,7 @@ def test_commands_the_broker_does_not_take_go_back_to_the_queue(
         publish_timeout_s=1.0,
         min_remaining_s=2,
         answer_grace_s=10.0,
+        redis_url=redis_url,
     )
     dispatcher.start()
     try:

@@ -1,0 +1,1 @@
+"""Events: what the hub notices about vehicles, stored, fanned out and acted on."""

@@ -1,0 +1,292 @@
+"""Status events: conditions on a vehicle's own reports, raised once when they begin.
+
+Each vehicle has a `Conditions` record: which conditions hold now and since when. A fix
+moves it forward (fixes older than the last one seen change nothing, so a redelivery or a
+replay raises nothing twice), and an event is raised only on the change from "does not
+hold" to "holds". Thresholds have hysteresis so a value hovering at a threshold raises one
+event, not one per fix:
+
+- `low_fuel` / `low_battery`: below `low_level_pct`; re-armed above it plus `level_hysteresis_pct`.
+- `overspeed`: above the limit for `overspeed_min_s`; over when `overspeed_hysteresis_kmh`
+  below it. The limit is the vehicle's geofence's (the caller says) or the default.
+- `door_open_while_locked`: locked with a door open.
+- `moving_while_locked`: locked and either moving faster than `moving_speed_kmh` or further
+  than `moving_distance_m` (plus the fixes' accuracy) from where it was locked: a tow truck
+  or a thief. Re-armed by unlocking.
+- `engine_on_without_trip`: the engine runs while the vehicle has no trip.
+- `idle`: engine on, standing (below `idle_speed_kmh`) for `idle_after_s`.
+- `online` / `offline`: changes of the stored online flag (status topic, last will, or the
+  hub's silence sweep).
+
+The records are plain data, saved as JSON per vehicle in the batch's transaction, so a hub
+restart neither forgets a condition nor raises it again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from hub.events.model import Event, EventKind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from db.telemetry import TelemetryRow
+
+EARTH_RADIUS_M: Final = 6_371_008.8
+# A fix without an accuracy is assumed this good: a consumer GPS under open sky.
+DEFAULT_ACCURACY_M: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionConfig:
+    """Thresholds of the status events; every default says why it has its value."""
+
+    # Motorway limit in China (120) plus a margin: outside any fence with its own limit.
+    default_speed_limit_kmh: float = 130.0
+    # A few seconds over the limit is an overtaking manoeuvre, ten is a habit.
+    overspeed_min_s: float = 10.0
+    overspeed_hysteresis_kmh: float = 5.0
+    # A fifth of a tank is about 100 km: time enough to send someone with fuel.
+    low_level_pct: float = 15.0
+    # Refuelling adds tens of percent; sensor noise is a percent or two.
+    level_hysteresis_pct: float = 5.0
+    # GPS speed of a parked car jitters up to a few km/h; 10 is really moving.
+    moving_speed_kmh: float = 10.0
+    # Parked-car GPS drift stays well inside this (plus the fixes' stated accuracy).
+    moving_distance_m: float = 150.0
+    idle_speed_kmh: float = 3.0
+    # Ten minutes with the engine running and the car standing wastes fuel and money.
+    idle_after_s: float = 600.0
+    # Events from fixes older than this (a backfill) are stored but not notified: nobody can
+    # act on a door that was open an hour ago.
+    notify_horizon_s: float = 300.0
+
+
+@dataclass(slots=True)
+class Conditions:
+    """Which conditions hold for one vehicle, and what deciding them needs to remember."""
+
+    last_ts: float = 0.0
+    """Epoch seconds of the last fix applied; older ones change nothing."""
+    low_fuel: bool = False
+    low_battery: bool = False
+    overspeed_since: float | None = None
+    overspeed: bool = False
+    overspeed_max_kmh: float = 0.0
+    door_open_while_locked: bool = False
+    locked_lat: float | None = None
+    locked_lon: float | None = None
+    moving_while_locked: bool = False
+    engine_without_trip: bool = False
+    idle_since: float | None = None
+    idle: bool = False
+    online: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON-ready data."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Conditions:
+        """Rebuild a record; unknown keys (from a newer hub) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+class ConditionDetector:
+    """Applies fixes and presence changes to per-vehicle `Conditions`, raising events."""
+
+    def __init__(self, config: ConditionConfig | None = None) -> None:
+        self.config = config or ConditionConfig()
+        self._records: dict[str, Conditions] = {}
+        self._dirty: set[str] = set()
+
+    # --- state ------------------------------------------------------------------------------
+
+    def load(self, records: Mapping[str, Conditions]) -> None:
+        """Replace all records with stored ones (start-up, or after a failed transaction)."""
+        self._records = dict(records)
+        self._dirty.clear()
+
+    def record(self, vehicle_id: str) -> Conditions:
+        """The vehicle's record (a fresh one if it has none)."""
+        found = self._records.get(vehicle_id)
+        if found is None:
+            found = self._records[vehicle_id] = Conditions()
+        return found
+
+    def take_dirty(self) -> dict[str, Conditions]:
+        """The records changed since the last call, to save in the same transaction."""
+        dirty = {vid: self._records[vid] for vid in self._dirty}
+        self._dirty.clear()
+        return dirty
+
+    # --- input ------------------------------------------------------------------------------
+
+    def apply_fixes(
+        self,
+        rows: Iterable[TelemetryRow],
+        *,
+        now: datetime,
+        speed_limit: Callable[[TelemetryRow], float | None] = lambda _row: None,
+        on_trip: Callable[[str], bool] = lambda _vid: False,
+    ) -> list[Event]:
+        """Apply fixes (any order; each vehicle's are taken oldest first); return new events.
+
+        `speed_limit` gives the limit where a fix is (a fence's), None for the default;
+        `on_trip` says whether a vehicle has a trip under way.
+        """
+        horizon = now.timestamp() - self.config.notify_horizon_s
+        events: list[Event] = []
+        for row in sorted(rows, key=lambda r: (r.vehicle_id, r.ts)):
+            record = self.record(row.vehicle_id)
+            ts = row.ts.timestamp()
+            if ts <= record.last_ts:
+                continue  # a replay or a redelivery: already decided
+            record.last_ts = ts
+            self._dirty.add(row.vehicle_id)
+            found: list[tuple[EventKind, dict[str, Any]]] = []
+            self._levels(record, row, found)
+            self._speed(record, row, speed_limit(row), found)
+            self._locked(record, row, found)
+            self._engine(record, row, on_trip(row.vehicle_id), found)
+            notify = ts >= horizon
+            events += [
+                Event(row.vehicle_id, kind, row.ts, row.lat, row.lon, None, details, notify)
+                for kind, details in found
+            ]
+        return events
+
+    def apply_presence(self, vehicle_id: str, *, online: bool, at: datetime) -> Event | None:
+        """Note the stored online flag; an event when it changed (not on first sight)."""
+        record = self.record(vehicle_id)
+        previous = record.online
+        if previous == online:
+            return None
+        record.online = online
+        self._dirty.add(vehicle_id)
+        if previous is None:
+            return None  # first sight of this vehicle: nothing changed that we know of
+        kind = EventKind.ONLINE if online else EventKind.OFFLINE
+        recent = at >= datetime.now(UTC) - timedelta(seconds=self.config.notify_horizon_s)
+        return Event(vehicle_id, kind, at, notify=recent)
+
+    # --- the conditions -----------------------------------------------------------------------
+
+    def _levels(
+        self, record: Conditions, row: TelemetryRow, found: list[tuple[EventKind, dict[str, Any]]]
+    ) -> None:
+        low = self.config.low_level_pct
+        rearm = low + self.config.level_hysteresis_pct
+        if row.fuel_pct is not None:
+            if not record.low_fuel and row.fuel_pct < low:
+                record.low_fuel = True
+                found.append((EventKind.LOW_FUEL, {"fuel_pct": row.fuel_pct}))
+            elif record.low_fuel and row.fuel_pct >= rearm:
+                record.low_fuel = False
+        if row.battery_pct is not None:
+            if not record.low_battery and row.battery_pct < low:
+                record.low_battery = True
+                found.append((EventKind.LOW_BATTERY, {"battery_pct": row.battery_pct}))
+            elif record.low_battery and row.battery_pct >= rearm:
+                record.low_battery = False
+
+    def _speed(
+        self,
+        record: Conditions,
+        row: TelemetryRow,
+        fence_limit: float | None,
+        found: list[tuple[EventKind, dict[str, Any]]],
+    ) -> None:
+        if row.speed_kmh is None:
+            return  # a status-only fix says nothing about speed
+        limit = self.config.default_speed_limit_kmh if fence_limit is None else fence_limit
+        ts = row.ts.timestamp()
+        if row.speed_kmh > limit:
+            if record.overspeed_since is None:
+                record.overspeed_since = ts
+                record.overspeed_max_kmh = row.speed_kmh
+            record.overspeed_max_kmh = max(record.overspeed_max_kmh, row.speed_kmh)
+            lasted = ts - record.overspeed_since
+            if not record.overspeed and lasted >= self.config.overspeed_min_s:
+                record.overspeed = True
+                details = {
+                    "speed_kmh": row.speed_kmh,
+                    "max_speed_kmh": record.overspeed_max_kmh,
+                    "limit_kmh": limit,
+                    "over_for_s": round(lasted, 1),
+                }
+                found.append((EventKind.OVERSPEED, details))
+        elif row.speed_kmh <= limit - self.config.overspeed_hysteresis_kmh:
+            record.overspeed_since = None
+            record.overspeed = False
+            record.overspeed_max_kmh = 0.0
+
+    def _locked(
+        self, record: Conditions, row: TelemetryRow, found: list[tuple[EventKind, dict[str, Any]]]
+    ) -> None:
+        if not row.locked:
+            record.door_open_while_locked = False
+            record.moving_while_locked = False
+            record.locked_lat = record.locked_lon = None
+            return
+        if row.doors_open and not record.door_open_while_locked:
+            record.door_open_while_locked = True
+            found.append((EventKind.DOOR_OPEN_WHILE_LOCKED, {}))
+        elif not row.doors_open:
+            record.door_open_while_locked = False
+        if row.lat is None or row.lon is None:
+            return
+        if record.locked_lat is None or record.locked_lon is None:
+            record.locked_lat, record.locked_lon = row.lat, row.lon
+            return
+        if record.moving_while_locked:
+            return
+        moved = distance_m(record.locked_lat, record.locked_lon, row.lat, row.lon)
+        slack = self.config.moving_distance_m + (row.accuracy_m or DEFAULT_ACCURACY_M)
+        fast = row.speed_kmh is not None and row.speed_kmh >= self.config.moving_speed_kmh
+        if fast or moved > slack:
+            record.moving_while_locked = True
+            details = {"moved_m": round(moved, 1), "speed_kmh": row.speed_kmh}
+            found.append((EventKind.MOVING_WHILE_LOCKED, details))
+
+    def _engine(
+        self,
+        record: Conditions,
+        row: TelemetryRow,
+        on_trip: bool,  # noqa: FBT001 - internal, positional like its siblings
+        found: list[tuple[EventKind, dict[str, Any]]],
+    ) -> None:
+        if not row.engine_on:
+            record.engine_without_trip = False
+            record.idle_since = None
+            record.idle = False
+            return
+        if not on_trip and not record.engine_without_trip:
+            record.engine_without_trip = True
+            found.append((EventKind.ENGINE_ON_WITHOUT_TRIP, {}))
+        elif on_trip:
+            record.engine_without_trip = False
+        standing = row.speed_kmh is not None and row.speed_kmh < self.config.idle_speed_kmh
+        if not standing:
+            record.idle_since = None
+            record.idle = False
+            return
+        ts = row.ts.timestamp()
+        if record.idle_since is None:
+            record.idle_since = ts
+        if not record.idle and ts - record.idle_since >= self.config.idle_after_s:
+            record.idle = True
+            found.append((EventKind.IDLE, {"idle_s": round(ts - record.idle_since)}))

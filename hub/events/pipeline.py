@@ -1,0 +1,167 @@
+"""Events in the hub's unit of work: detect in the batch's transaction, publish after commit.
+
+The writer calls `detect()` inside each batch's transaction (fixes, presence changes and
+command outcomes in; events and the detectors' changed state stored in the same
+transaction) and `published()` after the commit. A transaction that fails leaves the
+detectors' memory ahead of the database, so `rolled_back()` makes the next `detect()` reload
+what the database holds first: the retried batch then raises its events again, once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import redis
+
+from hub import repository
+from hub.events.conditions import ConditionDetector, Conditions
+from hub.events.model import Event, EventKind
+from hub.fanout import LIVE_CHANNEL, REDIS_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    import psycopg
+
+    from db.telemetry import TelemetryRow
+    from hub.repository import CommandOutcome, LiveState
+    from hub.stats import HubStats
+
+log = logging.getLogger(__name__)
+
+# Command outcomes that are failures worth an event (`acked`/`confirmed` are success).
+FAILED_COMMAND_STATUSES: Final = frozenset({"rejected", "failed", "expired"})
+
+
+def command_failed_events(outcomes: Iterable[CommandOutcome]) -> list[Event]:
+    """`command_failed` events for the outcomes that are failures."""
+    return [
+        Event(
+            o.vehicle_id,
+            EventKind.COMMAND_FAILED,
+            o.at,
+            details={
+                "cmd_id": str(o.id),
+                "action": o.action,
+                "status": o.status,
+                "reason": o.outcome_reason,
+                "issued_by": o.issued_by,
+            },
+        )
+        for o in outcomes
+        if o.status in FAILED_COMMAND_STATUSES
+    ]
+
+
+def event_message(event_id: int, event: Event) -> dict[str, Any]:
+    """The compact JSON sent on the live channel for one event."""
+    return {
+        "type": "event",
+        "id": event_id,
+        "vid": event.vehicle_id,
+        "kind": event.kind.value,
+        "ts": int(event.ts.timestamp() * 1000),
+        "lat": event.lat,
+        "lon": event.lon,
+        "geofence_id": event.geofence_id,
+        "details": event.details,
+    }
+
+
+def publish_events(
+    client: redis.Redis, stored: Sequence[tuple[int, Event]], stats: HubStats
+) -> int:
+    """Send committed events to the live channel (best effort); return how many went."""
+    if not stored:
+        return 0
+    stats.events_raised += len(stored)
+    pipe = client.pipeline(transaction=False)
+    for event_id, event in stored:
+        message = event_message(event_id, event)
+        pipe.publish(LIVE_CHANNEL, json.dumps(message, separators=(",", ":"), default=str))
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        # Best effort, like the state fan-out: the events are in the database.
+        stats.live_errors += len(stored)
+        log.warning("live fan-out of %d events failed: %s", len(stored), exc)
+        return 0
+    return len(stored)
+
+
+def store_events(conn: psycopg.Connection[Any], events: Sequence[Event]) -> list[tuple[int, Event]]:
+    """Store events in the caller's transaction; return (id, event) of those stored."""
+    rows = repository.store_events(conn, events)
+    # Events of vehicles not in the inventory are not stored; match the rest back by key.
+    by_key = {(e.vehicle_id, e.kind.value, e.ts): e for e in events}
+    return [(r.id, by_key[r.vehicle_id, r.kind, r.ts]) for r in rows]
+
+
+class EventPipeline:
+    """Status events for one hub: detection in the batch transaction, fan-out after it."""
+
+    def __init__(
+        self, redis_url: str, *, stats: HubStats, detector: ConditionDetector | None = None
+    ) -> None:
+        self.detector = detector or ConditionDetector()
+        self._stats = stats
+        self._redis = redis.Redis.from_url(
+            redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
+        self._loaded = False
+        self._rented: set[str] = set()
+        self._stored: list[tuple[int, Event]] = []
+
+    def refresh(self, conn: psycopg.Connection[Any]) -> None:
+        """Re-read which vehicles have a trip under way (the writer's periodic sweep)."""
+        self._rented = repository.rented_vehicles(conn)
+
+    def rolled_back(self) -> None:
+        """The transaction that ran `detect()` failed: reload state before the next one."""
+        self._loaded = False
+        self._stored.clear()
+
+    def detect(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        rows: Sequence[TelemetryRow],
+        states: Iterable[LiveState],
+        outcomes: Iterable[CommandOutcome] = (),
+    ) -> int:
+        """Find and store the events of one batch, in its transaction; return how many."""
+        if not self._loaded:
+            saved = repository.load_conditions(conn)
+            self.detector.load({vid: Conditions.from_json(s) for vid, s in saved.items()})
+            self.refresh(conn)
+            self._loaded = True
+        now = datetime.now(UTC)
+        events = self.detector.apply_fixes(
+            rows, now=now, on_trip=lambda vehicle_id: vehicle_id in self._rented
+        )
+        for state in states:
+            event = self.detector.apply_presence(
+                state.vehicle_id,
+                online=state.online,
+                at=state.last_seen_at if state.online else now,
+            )
+            if event is not None:
+                events.append(event)
+        events += command_failed_events(outcomes)
+        dirty = self.detector.take_dirty()
+        repository.save_conditions(conn, {vid: c.to_json() for vid, c in dirty.items()})
+        stored = store_events(conn, events)
+        self._stored += stored
+        return len(stored)
+
+    def published(self) -> int:
+        """After the commit: send the stored events to the live channel; return how many."""
+        stored, self._stored = self._stored, []
+        return publish_events(self._redis, stored, self._stats)
+
+    def close(self) -> None:
+        """Close the Redis connection pool."""
+        self._redis.close()

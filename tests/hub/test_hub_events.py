@@ -1,0 +1,145 @@
+"""Status events through a real hub: stored once, kept across restarts, on the live channel."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import psycopg
+import redis
+from hub_testing import (
+    hub_settings,
+    make_fix,
+    now_ms,
+    running_hub,
+    seed_vehicles,
+    wait_until,
+)
+
+from hub.fanout import LIVE_CHANNEL
+from protocol.acks import Ack, AckStatus, encode_ack
+from protocol.telemetry import encode_telemetry, encode_telemetry_batch
+from protocol.topics import Topic
+
+if TYPE_CHECKING:
+    import uuid
+    from collections.abc import Callable
+
+    from hub_testing import Publisher
+
+    from devstack.stack import DevStack
+
+
+def events_of(url: str, vehicle: str) -> list[tuple[str, bool]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT kind, notify FROM events WHERE vehicle_id = %s ORDER BY ts, id", (vehicle,)
+        ).fetchall()
+    return [(str(kind), bool(notify)) for kind, notify in rows]
+
+
+def test_events_are_raised_once_and_survive_a_restart(
+    devstack: DevStack,
+    migrated_database_url: str,
+    redis_url: str,
+    mqtt_topic_root: str,
+    publisher: Callable[..., Publisher],
+) -> None:
+    url, root = migrated_database_url, mqtt_topic_root
+    car = f"{root}-car"
+    seed_vehicles(url, [car])
+    settings = hub_settings(devstack, database_url=url, redis_url=redis_url, root=root)
+    topic = Topic.telemetry(car, root=root).value
+    start = now_ms() - 20_000
+    parked = {"speed_kmh": 0.0, "engine_on": False, "locked": True}
+    first = [
+        make_fix(1, start, fuel_pct=30.0, **parked),
+        make_fix(2, start + 1000, fuel_pct=12.0, **parked),
+        make_fix(3, start + 2000, fuel_pct=11.0, doors_open=True, **parked),
+    ]
+    listener = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(LIVE_CHANNEL)
+    with running_hub(settings):
+        pub = publisher(devstack.info.mqtt_url)
+        for fix in first:
+            pub.publish(topic, encode_telemetry(fix))
+        pub.flush()
+        wait_until(lambda: len(events_of(url, car)) >= 2, what="two events stored")
+    assert events_of(url, car) == [("low_fuel", True), ("door_open_while_locked", True)]
+
+    # A new hub (a restart) gets the same fixes again plus more of the same condition.
+    later = [
+        make_fix(4, start + 3000, fuel_pct=10.0, doors_open=True, **parked),
+        make_fix(5, start + 4000, fuel_pct=10.0, doors_open=False, **parked),
+    ]
+    with running_hub(settings) as hub:
+        pub = publisher(devstack.info.mqtt_url, "again")
+        pub.publish(topic, encode_telemetry_batch([*first, *later]))
+        pub.flush()
+        wait_until(lambda: hub.stats.fixes_received >= len(first) + len(later), what="replay")
+        wait_until(lambda: hub.stats.messages_acked >= 1, what="the replay committed")
+    assert events_of(url, car) == [("low_fuel", True), ("door_open_while_locked", True)]
+
+    seen: list[str] = []
+
+    def drain() -> bool:
+        # get_message answers None for the subscription's confirmation too: read until quiet.
+        while (message := listener.get_message(timeout=0.1)) is not None:
+            data = json.loads(message["data"])
+            if data.get("type") == "event" and data["vid"] == car:
+                seen.append(data["kind"])
+        return len(seen) >= 2
+
+    wait_until(drain, what="the events on the live channel")
+    listener.close()
+    assert sorted(seen) == ["door_open_while_locked", "low_fuel"]
+
+
+def test_silence_raises_offline_and_a_refused_command_raises_command_failed(
+    devstack: DevStack,
+    migrated_database_url: str,
+    redis_url: str,
+    mqtt_topic_root: str,
+    publisher: Callable[..., Publisher],
+) -> None:
+    url, root = migrated_database_url, mqtt_topic_root
+    car = f"{root}-car"
+    seed_vehicles(url, [car])
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "INSERT INTO vehicle_commands (vehicle_id, action, status, issued_by, sent_at,"
+            " expires_at) VALUES (%s, 'unlock', 'sent', 'test', now(),"
+            " now() + interval '1 minute') RETURNING id",
+            (car,),
+        ).fetchone()
+    assert row is not None
+    cmd_id: uuid.UUID = row[0]
+    settings = hub_settings(
+        devstack,
+        database_url=url,
+        redis_url=redis_url,
+        root=root,
+        hub_silence_timeout_s=1.0,
+        hub_sweep_interval_s=0.2,
+    )
+    with running_hub(settings):
+        pub = publisher(devstack.info.mqtt_url)
+        pub.publish(Topic.telemetry(car, root=root).value, encode_telemetry(make_fix(1, now_ms())))
+        ack = Ack(
+            cmd_id=cmd_id, status=AckStatus.REJECTED, reason="unsafe_while_moving", ts=now_ms()
+        )
+        pub.publish(Topic.ack(car, root=root).value, encode_ack(ack))
+        pub.flush()
+        wait_until(
+            lambda: ("offline", True) in events_of(url, car), what="the silent car marked offline"
+        )
+    kinds = [kind for kind, _ in events_of(url, car)]
+    assert kinds.count("command_failed") == 1
+    assert kinds.count("offline") == 1
+    with psycopg.connect(url) as conn:
+        details = conn.execute(
+            "SELECT details FROM events WHERE vehicle_id = %s AND kind = 'command_failed'", (car,)
+        ).fetchone()
+    assert details is not None
+    assert details[0]["reason"] == "unsafe_while_moving"
+    assert details[0]["cmd_id"] == str(cmd_id)
