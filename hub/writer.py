@@ -138,7 +138,7 @@ class Writer:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
+            conn = psycopg.connect(
                 self._database_url,
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_S,
@@ -148,6 +148,12 @@ class Writer:
                 keepalives_interval=KEEPALIVE_INTERVAL_S,
                 keepalives_count=KEEPALIVE_COUNT,
             )
+            try:
+                self._events.listen(conn)
+            except psycopg.Error:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -234,6 +240,7 @@ class Writer:
 
     def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> Written:
         with conn.transaction():
+            self._events.prepare(conn)
             inserted = repository.store_telemetry(conn, batch.rows) if batch.rows else 0
             repository.store_dead_letters(conn, batch.dead_letters)
             states = repository.advance_states(conn, batch.latest, batch.presence)
@@ -248,6 +255,7 @@ class Writer:
         latest: dict[str, TelemetryRow] = {}
         accepted: list[TelemetryRow] = []
         with conn.transaction():
+            self._events.prepare(conn)
             for message in batch.telemetry_messages:
                 rows = batch.rows[message.first_row : message.end_row]
                 try:

@@ -1,10 +1,11 @@
 """Events in the hub's unit of work: detect in the batch's transaction, publish after commit.
 
-The writer calls `detect()` inside each batch's transaction (fixes, presence changes and
-command outcomes in; events and the detectors' changed state stored in the same
-transaction) and `published()` after the commit. A transaction that fails leaves the
-detectors' memory ahead of the database, so `rolled_back()` makes the next `detect()` reload
-what the database holds first: the retried batch then raises its events again, once.
+The writer calls `prepare()` first in each batch's transaction and `detect()` after the
+fixes and states are written (fixes, presence changes and command outcomes in; geofence and
+status events, and the detectors' changed state, stored in the same transaction), then
+`published()` after the commit. A transaction that fails leaves the detectors' memory ahead
+of the database, so `rolled_back()` makes the next batch reload what the database holds
+first: the retried batch then raises its events again, once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import redis
 
 from hub import repository
 from hub.events.conditions import ConditionDetector, Conditions
+from hub.events.fences import FenceEvents
 from hub.events.model import Event, EventKind
 from hub.fanout import LIVE_CHANNEL, REDIS_TIMEOUT_S
 
@@ -107,6 +109,7 @@ class EventPipeline:
         self, redis_url: str, *, stats: HubStats, detector: ConditionDetector | None = None
     ) -> None:
         self.detector = detector or ConditionDetector()
+        self.fences = FenceEvents(notify_horizon_s=self.detector.config.notify_horizon_s)
         self._stats = stats
         self._redis = redis.Redis.from_url(
             redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
@@ -119,10 +122,24 @@ class EventPipeline:
         """Re-read which vehicles have a trip under way (the writer's periodic sweep)."""
         self._rented = repository.rented_vehicles(conn)
 
+    def listen(self, conn: psycopg.Connection[Any]) -> None:
+        """Set up a new writer connection: hear when geofences change."""
+        self.fences.listen(conn)
+
     def rolled_back(self) -> None:
         """The transaction that ran `detect()` failed: reload state before the next one."""
         self._loaded = False
+        self.fences.rolled_back()
         self._stored.clear()
+
+    def prepare(self, conn: psycopg.Connection[Any]) -> None:
+        """Load state if needed; call first in the batch's transaction (see FenceEvents)."""
+        if not self._loaded:
+            saved = repository.load_conditions(conn)
+            self.detector.load({vid: Conditions.from_json(s) for vid, s in saved.items()})
+            self.refresh(conn)
+            self._loaded = True
+        self.fences.prepare(conn)
 
     def detect(
         self,
@@ -133,14 +150,15 @@ class EventPipeline:
         outcomes: Iterable[CommandOutcome] = (),
     ) -> int:
         """Find and store the events of one batch, in its transaction; return how many."""
-        if not self._loaded:
-            saved = repository.load_conditions(conn)
-            self.detector.load({vid: Conditions.from_json(s) for vid, s in saved.items()})
-            self.refresh(conn)
-            self._loaded = True
+        self.prepare(conn)
         now = datetime.now(UTC)
-        events = self.detector.apply_fixes(
-            rows, now=now, on_trip=lambda vehicle_id: vehicle_id in self._rented
+        # Fences first: the condition detector asks them for the speed limit where a car is.
+        events = self.fences.evaluate(conn, rows, now=now)
+        events += self.detector.apply_fixes(
+            rows,
+            now=now,
+            speed_limit=self.fences.speed_limit_kmh,
+            on_trip=lambda vehicle_id: vehicle_id in self._rented,
         )
         for state in states:
             event = self.detector.apply_presence(

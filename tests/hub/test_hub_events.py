@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import redis
+from geofence_testing import at, circle, square
 from hub_testing import (
     hub_settings,
     make_fix,
@@ -16,6 +17,7 @@ from hub_testing import (
     wait_until,
 )
 
+from db.geofences import GeofenceSpec, insert_geofence
 from hub.fanout import LIVE_CHANNEL
 from protocol.acks import Ack, AckStatus, encode_ack
 from protocol.telemetry import encode_telemetry, encode_telemetry_batch
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
     from hub_testing import Publisher
 
+    from db.geofences.model import Geofence
     from devstack.stack import DevStack
 
 
@@ -143,3 +146,69 @@ def test_silence_raises_offline_and_a_refused_command_raises_command_failed(
     assert details is not None
     assert details[0]["reason"] == "unsafe_while_moving"
     assert details[0]["cmd_id"] == str(cmd_id)
+
+
+def add_fence(url: str, fence: Geofence) -> int:
+    data = fence.model_dump(exclude={"id", "created_at", "updated_at"})
+    with psycopg.connect(url) as conn:
+        return insert_geofence(conn, GeofenceSpec.model_validate(data)).id
+
+
+def test_geofence_events_through_the_hub_once_across_a_restart_and_a_fence_change(
+    devstack: DevStack,
+    migrated_database_url: str,
+    redis_url: str,
+    mqtt_topic_root: str,
+    publisher: Callable[..., Publisher],
+) -> None:
+    url, root = migrated_database_url, mqtt_topic_root
+    car = f"{root}-car"
+    seed_vehicles(url, [car])
+    area = add_fence(url, square(0, 500, kind="service_area", enter_margin_m=10, exit_margin_m=10))
+    settings = hub_settings(devstack, database_url=url, redis_url=redis_url, root=root)
+    topic = Topic.telemetry(car, root=root).value
+    # Ten seconds between fixes 100 m apart: 36 km/h, a plausible town speed.
+    start = now_ms() - 200_000
+
+    def drive(seq: int, east_m: float) -> bytes:
+        lat, lon = at(east_m, 0.0)
+        return encode_telemetry(
+            make_fix(seq, start + seq * 10_000, lat=lat, lon=lon, speed_kmh=30.0, locked=False)
+        )
+
+    def fence_events() -> list[str]:
+        return [k for k, _ in events_of(url, car) if k.startswith(("geofence", "left"))]
+
+    with running_hub(settings):
+        pub = publisher(devstack.info.mqtt_url)
+        for seq, east in enumerate([0, 100, 200]):
+            pub.publish(topic, drive(seq, east))
+        pub.flush()
+        wait_until(lambda: fence_events() == ["geofence_enter"], what="the enter")
+    # Restarted mid-stay: more fixes inside raise nothing; leaving raises exit once.
+    with running_hub(settings):
+        pub = publisher(devstack.info.mqtt_url, "again")
+        for seq, east in enumerate([300, 400, 700, 800], start=3):
+            pub.publish(topic, drive(seq, east))
+        pub.flush()
+        wait_until(lambda: len(fence_events()) >= 3, what="the exit")
+        # A new fence around where the car now is, added while the hub runs: reloaded.
+        zone = add_fence(url, circle(0, 300, east_m=900.0, kind="parking_zone"))
+        pub.publish(topic, drive(7, 900))
+        pub.publish(topic, drive(8, 910))
+        pub.flush()
+        wait_until(lambda: len(fence_events()) >= 4, what="the enter into the new zone")
+    # The exit and its meaning share a timestamp, so their order between them is not set.
+    assert sorted(fence_events()) == sorted(
+        ["geofence_enter", "geofence_exit", "left_service_area", "geofence_enter"]
+    )
+    with psycopg.connect(url) as conn:
+        fences = [
+            row[0]
+            for row in conn.execute(
+                "SELECT geofence_id FROM events WHERE vehicle_id = %s AND kind LIKE 'geofence%%'"
+                " ORDER BY ts, id",
+                (car,),
+            ).fetchall()
+        ]
+    assert fences == [area, area, zone]

@@ -1,0 +1,30 @@
+"""Geofence evaluation in the hub: fixes in, enter and exit transitions out.
+
+    engine = GeofenceEngine(load_active_geofences(conn))
+    engine.load_state(load_geofence_states(conn), load_last_positions(conn))
+    transitions = engine.evaluate(batch.rows)
+    save_geofence_states(conn, engine.dirty_states())
+
+See docs/geofences.md for the rules.
+"""
+
+from hub.geofences.engine import (
+    Cause,
+    EngineStats,
+    Fix,
+    GeofenceEngine,
+    GeofenceTransition,
+    TransitionKind,
+)
+from hub.geofences.index import Depth, FenceIndex
+
+__all__ = [
+    "Cause",
+    "Depth",
+    "EngineStats",
+    "FenceIndex",
+    "Fix",
+    "GeofenceEngine",
+    "GeofenceTransition",
+    "TransitionKind",
+]

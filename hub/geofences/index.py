@@ -1,0 +1,642 @@
+"""The active fences of one load: their shapes, an STRtree, and vectorised measurements.
+
+A whole batch of fixes is measured at once. The tree finds, for every fix, the fences that
+may be within its reach (the largest exit margin plus its accuracy), by bounding boxes
+only: that is several times cheaper than letting the tree test shapes, and the exact tests
+that follow are vectorised by kind. Each (fix, fence) pair gets a `Depth` class:
+the four answers the hysteresis rules need, and nothing more. A fence the tree did not
+return for a fix is outside by more than any exit margin: `FAR_OUT`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import TYPE_CHECKING, Final, cast
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+
+from hub.geofences.projection import from_plane, metres_per_unit, to_plane
+from hub.geofences.shapes import (
+    INSCRIBED_TOLERANCE,
+    QUAD_SEGS,
+    FenceShape,
+    ShapeKind,
+    build_shape,
+    circle_distances_m,
+    circle_polygons,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from db.geofences.model import Geofence, Schedule
+
+log = logging.getLogger(__name__)
+
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+FloatArray = NDArray[np.float64]
+ClassArray = NDArray[np.int8]
+GeomArray = NDArray[np.object_]
+
+# Accuracy up to which a fix is looked up in the tree as a bare point (the tree's boxes are
+# grown by this much more than the largest exit margin). A consumer GPS reports 3-15 m under
+# open sky and 20-50 m in urban canyons; a worse fix is rare and gets a box of its own.
+QUERY_ACCURACY_M: Final = 50.0
+# The disc shortcuts measure with the fix's scale; across a disc of up to 50 km the scale
+# drifts by under 0.5% (tan(lat) * r / R), so their depths are taken 1% short.
+_DISC_SAFETY: Final = 0.99
+# Fraction of a step past which a crossing counts as reaching its end (floating point).
+_END_OF_STEP: Final = 1 - 1e-9
+# Schedule answers remembered per (fence, minute); windows are whole minutes, so one answer
+# holds for its minute. Cleared past this many, which a day of a few hundred scheduled
+# fences does not reach.
+_SCHEDULE_CACHE_LIMIT: Final = 100_000
+
+
+class Depth(IntEnum):
+    """Where a fix is relative to one fence, in the terms of its hysteresis."""
+
+    FAR_OUT = 0  # outside by at least the exit margin plus the fix's accuracy
+    OUT = 1  # outside, but not that far
+    IN = 2  # inside (the boundary counts), not as deep as the enter margin plus accuracy
+    DEEP = 3  # inside by at least the enter margin plus the fix's accuracy
+
+
+def _steady(
+    pair_key: IntArray,
+    inside: BoolArray,
+    engaged_inside: BoolArray,
+    fixes_of_vehicle: IntArray,
+    unsettled: BoolArray,
+) -> BoolArray:
+    """Pairs of a (vehicle, fence) that keeps its state all batch: all in, or all out.
+
+    Only the keys of `unsettled` pairs are examined (the others are True): a settled
+    pair's class is exact already.
+    """
+    steady: BoolArray = np.ones(len(pair_key), dtype=bool)
+    if not unsettled.any():
+        return steady
+    mine = np.flatnonzero(member(pair_key, np.unique(pair_key[unsettled])))
+    keys, owner, pairs = np.unique(pair_key[mine], return_inverse=True, return_counts=True)
+    inside_pairs = np.bincount(owner, weights=inside[mine], minlength=len(keys))[owner]
+    all_inside = (pairs[owner] == fixes_of_vehicle[mine]) & (inside_pairs == pairs[owner])
+    steady[mine] = np.where(engaged_inside[mine], all_inside, inside_pairs == 0)
+    return steady
+
+
+def member(values: IntArray, sorted_keys: IntArray) -> BoolArray:
+    """Whether each value is one of `sorted_keys` (sorted, unique): np.isin, without a sort."""
+    found: BoolArray = np.zeros(len(values), dtype=bool)
+    if len(sorted_keys) and len(values):
+        where = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+        found = sorted_keys[where] == values
+    return found
+
+
+def _polar_scale(bounds: FloatArray) -> FloatArray:
+    """Ground metres per plane unit at each box's edge nearest a pole (the fewest)."""
+    _, lat_low = from_plane(bounds[:, 0], bounds[:, 1])
+    _, lat_high = from_plane(bounds[:, 2], bounds[:, 3])
+    return metres_per_unit(np.maximum(np.abs(lat_low), np.abs(lat_high)))
+
+
+def _floats(values: list[float]) -> FloatArray:
+    return np.array(values, dtype=float)
+
+
+def _objects(items: list[shapely.Geometry | None]) -> GeomArray:
+    array: GeomArray = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def _from_depth(
+    depth: NDArray[np.float64], need_enter: NDArray[np.float64], need_exit: NDArray[np.float64]
+) -> ClassArray:
+    classes: ClassArray = np.full(depth.shape, Depth.OUT, dtype=np.int8)
+    classes[-depth >= need_exit] = Depth.FAR_OUT
+    classes[depth >= 0] = Depth.IN
+    classes[depth >= need_enter] = Depth.DEEP
+    return classes
+
+
+class FenceIndex:
+    """Fences in slots 0..size-1, with per-slot arrays and one STRtree over their outlines.
+
+    The tree holds each outline's bounding box grown by `query_pad_m` (the largest exit
+    margin plus `QUERY_ACCURACY_M`), so most fixes are looked up as bare points; a fix
+    whose accuracy is worse is looked up with a box of its own reach. Immutable once built:
+    build it on any thread and hand it to the engine.
+    """
+
+    def __init__(self, geofences: Iterable[Geofence]) -> None:
+        shapes: list[FenceShape] = []
+        for fence in geofences:
+            try:
+                shapes.append(build_shape(fence))
+            except (shapely.errors.ShapelyError, ValueError):
+                # Validated fences build; a bug here must cost one fence, not the hub.
+                log.exception("geofence %d could not be built and is ignored", fence.id)
+        self.shapes = shapes
+        self.size = len(shapes)
+        fences = [shape.fence for shape in shapes]
+        self.ids: IntArray = np.array([f.id for f in fences], dtype=np.int64)
+        self.slot_of = {f.id: slot for slot, f in enumerate(fences)}
+        self.geofence_ids = [f.id for f in fences]
+        self.fence_kinds = [f.kind for f in fences]
+        self.kinds: NDArray[np.int8] = np.array([s.kind for s in shapes], dtype=np.int8)
+        self.enter_m = _floats([f.enter_margin_m for f in fences])
+        self.exit_m = _floats([f.exit_margin_m for f in fences])
+        self.dwell_s = [f.dwell_s for f in fences]
+        self.reach_m = _floats([s.reach_m for s in shapes])
+        self.centre_lon = _floats([s.centre_lon for s in shapes])
+        self.centre_lat = _floats([s.centre_lat for s in shapes])
+        self.centre_x, self.centre_y = to_plane(self.centre_lon, self.centre_lat)
+        self.scale = _floats([s.scale for s in shapes])
+        self._derive([s.geometry for s in shapes], _floats([s.least_scale for s in shapes]))
+        self.schedules: list[Schedule | None] = [f.schedule for f in fences]
+        # Fences whose rules need time (dwell, schedule): walked fix by fix, not in bulk.
+        self.stepwise: BoolArray = np.array(
+            [f.dwell_s > 0 or f.schedule is not None for f in fences], dtype=bool
+        )
+        self.max_exit_m = float(self.exit_m.max()) if self.size else 0.0
+        self.min_crossing_depth_m = float(self.crossing_depth_m.min()) if self.size else 0.0
+        self.query_pad_m = self.max_exit_m + QUERY_ACCURACY_M
+        boxes, self._owner = self._padded_boxes()
+        # Tree items that are one piece of a corridor: a fix near a joint finds two.
+        self._piece: BoolArray = self.kinds[self._owner] == ShapeKind.CORRIDOR
+        self.tree = shapely.STRtree(boxes)
+        self._active: dict[tuple[int, int], bool] = {}
+
+    def _derive(self, geometries: list[shapely.Geometry | None], least_scale: FloatArray) -> None:
+        """Outlines, boundaries, discs, eroded and dilated shapes: every fence at once."""
+        size = self.size
+        area = np.flatnonzero(self.kinds == ShapeKind.AREA)
+        circle = np.flatnonzero(self.kinds == ShapeKind.CIRCLE)
+        corridor = np.flatnonzero(self.kinds == ShapeKind.CORRIDOR)
+        drawn = _objects(geometries)
+        scale = self.scale
+        # A step crosses a circle or corridor by passing this close to its centre (line):
+        # the radius or half width less the enter margin, or, when the margin eats it
+        # all, anywhere through it; and must pass this deep into a fence.
+        inward = self.reach_m - self.enter_m
+        self.crossing_reach_m = np.where(inward > 0, inward, self.reach_m)
+        self.crossing_depth_m = np.where(inward > 0, self.enter_m, 0.0)
+
+        self.outlines = _objects([None] * size)
+        self.boundaries = _objects([None] * size)
+        self.lines = _objects([None] * size)
+        self.eroded = _objects([None] * size)
+        self.dilated = _objects([None] * size)
+        self.disc_x, self.disc_y = np.full(size, np.nan), np.full(size, np.nan)
+        self.inner_radius, self.outer_radius = np.full(size, np.nan), np.full(size, np.nan)
+        if len(circle):
+            self.outlines[circle] = circle_polygons(
+                self.centre_lon[circle], self.centre_lat[circle], self.reach_m[circle]
+            )
+        if len(corridor):
+            lines = drawn[corridor]
+            self.lines[corridor] = lines
+            self.outlines[corridor] = shapely.buffer(
+                lines, self.reach_m[corridor] / least_scale[corridor], quad_segs=QUAD_SEGS
+            )
+            self.eroded[corridor] = shapely.buffer(
+                lines, self.crossing_reach_m[corridor] / scale[corridor], quad_segs=QUAD_SEGS
+            )
+            self.dilated[corridor] = shapely.buffer(
+                lines,
+                (self.reach_m[corridor] + self.exit_m[corridor]) / scale[corridor],
+                quad_segs=QUAD_SEGS,
+            )
+        if len(area):
+            polygons = drawn[area]
+            self.outlines[area] = polygons
+            self.boundaries[area] = shapely.boundary(polygons)
+            shrunk = shapely.buffer(
+                polygons, -self.enter_m[area] / scale[area], quad_segs=QUAD_SEGS
+            )
+            # A fence narrower than twice its margin: any passage through it counts.
+            gone = shapely.is_empty(shrunk)
+            shrunk[gone] = polygons[gone]
+            self.crossing_depth_m[area] = np.where(gone, 0.0, self.enter_m[area])
+            self.eroded[area] = shrunk
+            self.dilated[area] = shapely.buffer(
+                polygons, self.exit_m[area] / scale[area], quad_segs=QUAD_SEGS
+            )
+            self._discs(area, polygons)
+        shapely.prepare(self.outlines)
+        shapely.prepare(self.boundaries)
+        shapely.prepare(self.lines)
+        shapely.prepare(self.eroded)
+        shapely.prepare(self.dilated)
+        self.eroded_bounds: FloatArray = shapely.bounds(self.eroded)
+
+    def _discs(self, area: IntArray, polygons: GeomArray) -> None:
+        """Each area's largest inscribed disc, and the disc about its centre holding it all."""
+        bounds = shapely.bounds(polygons)
+        size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+        inscribed = shapely.maximum_inscribed_circle(polygons, size * INSCRIBED_TOLERANCE)
+        centres = shapely.get_coordinates(shapely.get_point(inscribed, 0))
+        self.disc_x[area], self.disc_y[area] = centres[:, 0], centres[:, 1]
+        self.inner_radius[area] = shapely.length(inscribed)
+        coords, owner = shapely.get_coordinates(polygons, return_index=True)
+        reach = np.hypot(coords[:, 0] - centres[owner, 0], coords[:, 1] - centres[owner, 1])
+        outer = np.zeros(len(area))
+        np.maximum.at(outer, owner, reach)
+        self.outer_radius[area] = outer
+
+    def _padded_boxes(self) -> tuple[GeomArray, IntArray]:
+        """The tree's boxes and the slot of each: one per fence, one per corridor piece.
+
+        A long corridor's box is mostly far from it (a diagonal road's box is a square),
+        so each of its straight pieces gets a box of its own.
+        """
+        slots = np.flatnonzero(self.kinds != ShapeKind.CORRIDOR)
+        bounds = shapely.bounds(self.outlines[slots]).reshape(-1, 4)
+        pad = self.query_pad_m / _polar_scale(bounds)
+        owner = [slots]
+        lows_x, lows_y = [bounds[:, 0] - pad], [bounds[:, 1] - pad]
+        highs_x, highs_y = [bounds[:, 2] + pad], [bounds[:, 3] + pad]
+        for slot in np.flatnonzero(self.kinds == ShapeKind.CORRIDOR).tolist():
+            coords = shapely.get_coordinates(self.lines[slot])
+            x0, y0, x1, y1 = coords[:-1, 0], coords[:-1, 1], coords[1:, 0], coords[1:, 1]
+            pieces = np.column_stack(
+                [np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)]
+            )
+            reach = (self.reach_m[slot] + self.query_pad_m) / _polar_scale(pieces)
+            owner.append(np.full(len(pieces), slot))
+            lows_x.append(pieces[:, 0] - reach)
+            lows_y.append(pieces[:, 1] - reach)
+            highs_x.append(pieces[:, 2] + reach)
+            highs_y.append(pieces[:, 3] + reach)
+        boxes = shapely.box(
+            np.concatenate(lows_x),
+            np.concatenate(lows_y),
+            np.concatenate(highs_x),
+            np.concatenate(highs_y),
+        )
+        return boxes, np.concatenate(owner).astype(np.int64)
+
+    def query(self, geometries: GeomArray) -> tuple[IntArray, IntArray]:
+        """(geometry, slot) pairs whose padded boxes meet: each pair once."""
+        found = self.tree.query(geometries)
+        item, slot = found[0], self._owner[found[1]]
+        twice = self._piece[found[1]]
+        if twice.any():
+            # Pieces of one corridor found by one geometry: keep one pair.
+            pieces = np.flatnonzero(twice)
+            _, first = np.unique(item[pieces] * self.size + slot[pieces], return_index=True)
+            keep = np.concatenate([np.flatnonzero(~twice), pieces[first]])
+            item, slot = item[keep], slot[keep]
+        return item, slot
+
+    def geofence(self, slot: int) -> Geofence:
+        """The fence in a slot."""
+        return self.shapes[slot].fence
+
+    def geofence_id(self, slot: int) -> int:
+        """The id of the fence in a slot."""
+        return self.geofence_ids[slot]
+
+    def is_active(self, slot: int, ts: float) -> bool:
+        """Whether the fence's schedule is open at `ts` (epoch seconds)."""
+        schedule = self.schedules[slot]
+        if schedule is None:
+            return True
+        minute = int(ts // 60)
+        key = (slot, minute)
+        known = self._active.get(key)
+        if known is None:
+            if len(self._active) >= _SCHEDULE_CACHE_LIMIT:
+                self._active.clear()
+            known = self._active[key] = schedule.is_active(datetime.fromtimestamp(ts, UTC))
+        return known
+
+    def candidates(self, columns: FixColumns) -> tuple[IntArray, IntArray]:
+        """(fix, slot) pairs: every fence that may be within the fix's reach, and some more.
+
+        A fix's reach is the largest exit margin plus its accuracy: a fence further away
+        is outside by more than any exit margin, so it is FAR_OUT without looking.
+        """
+        if self.size == 0 or len(columns.x) == 0:
+            empty: IntArray = np.empty(0, dtype=np.int64)
+            return empty, empty.copy()
+        fix, slot = self.query(columns.points())
+        vague = np.flatnonzero(columns.acc > QUERY_ACCURACY_M)
+        if len(vague):
+            x, y = columns.x[vague], columns.y[vague]
+            reach = (self.max_exit_m + columns.acc[vague]) / columns.scale[vague]
+            more, found = self.query(shapely.box(x - reach, y - reach, x + reach, y + reach))
+            # Those fixes' point answers are contained in their box answers.
+            keep = columns.acc[fix] <= QUERY_ACCURACY_M
+            fix = np.concatenate([fix[keep], vague[more]])
+            slot = np.concatenate([slot[keep], found])
+        return fix, slot
+
+    def classify(  # noqa: PLR0913 - one batch's arrays
+        self,
+        fix: IntArray,
+        slot: IntArray,
+        columns: FixColumns,
+        *,
+        pair_key: IntArray,
+        fixes_of_vehicle: IntArray,
+        engaged_inside: BoolArray,
+        exact: bool = False,
+    ) -> tuple[ClassArray, FloatArray]:
+        """The `Depth` of each (fix, slot) pair, and how far outside it is at least (metres).
+
+        Areas are measured only as far as the rules need: a vehicle inside the fence
+        before the batch with every fix of the batch inside it cannot enter, so its fixes
+        need no depth; one outside with every fix outside cannot exit, so its fixes need
+        no distance. `pair_key` names each pair's (vehicle, fence), `fixes_of_vehicle`
+        counts the batch's fixes of its vehicle, `engaged_inside` marks vehicles inside the
+        fence before the batch. The distance outside is exact for circles and corridors, a
+        lower bound for areas (0 when inside or not measured); segment crossing uses it to
+        rule steps out. With `exact`, every pair is measured in full.
+        """
+        classes: ClassArray = np.full(len(fix), Depth.OUT, dtype=np.int8)
+        outside: FloatArray = np.zeros(len(fix))
+        if len(fix) == 0:
+            return classes, outside
+        kinds = self.kinds[slot]
+        need_enter = self.enter_m[slot] + columns.acc[fix]
+        need_exit = self.exit_m[slot] + columns.acc[fix]
+
+        pick = np.flatnonzero(kinds == ShapeKind.CIRCLE)
+        if len(pick):
+            f, s = fix[pick], slot[pick]
+            distance = circle_distances_m(
+                columns.lon[f], columns.lat[f], self.centre_lon[s], self.centre_lat[s]
+            )
+            depth = self.reach_m[s] - distance
+            classes[pick] = _from_depth(depth, need_enter[pick], need_exit[pick])
+            outside[pick] = np.maximum(-depth, 0.0)
+
+        pick = np.flatnonzero(kinds == ShapeKind.CORRIDOR)
+        if len(pick):
+            f, s = fix[pick], slot[pick]
+            distance = shapely.distance(self.lines[s], columns.points()[f]) * columns.scale[f]
+            depth = self.reach_m[s] - distance
+            classes[pick] = _from_depth(depth, need_enter[pick], need_exit[pick])
+            outside[pick] = np.maximum(-depth, 0.0)
+
+        pick = np.flatnonzero(kinds == ShapeKind.AREA)
+        if len(pick):
+            classes[pick], outside[pick] = self._classify_areas(
+                fix[pick],
+                slot[pick],
+                columns,
+                pair_key=pair_key[pick],
+                fixes_of_vehicle=fixes_of_vehicle[pick],
+                engaged_inside=engaged_inside[pick],
+                exact=exact,
+                need_enter=need_enter[pick],
+                need_exit=need_exit[pick],
+            )
+        return classes, outside
+
+    def _classify_areas(  # noqa: PLR0913 - the slices of one batch for one kind
+        self,
+        fix: IntArray,
+        slot: IntArray,
+        columns: FixColumns,
+        *,
+        pair_key: IntArray,
+        fixes_of_vehicle: IntArray,
+        engaged_inside: BoolArray,
+        need_enter: FloatArray,
+        need_exit: FloatArray,
+        exact: bool,
+    ) -> tuple[ClassArray, FloatArray]:
+        classes: ClassArray = np.full(len(fix), Depth.OUT, dtype=np.int8)
+        scale = columns.scale[fix] * _DISC_SAFETY
+        # First the discs: within the inner one a fix is inside by at least the rest of its
+        # radius; beyond the outer one, outside by at least the distance to it.
+        gap = np.hypot(columns.x[fix] - self.disc_x[slot], columns.y[fix] - self.disc_y[slot])
+        depth = (self.inner_radius[slot] - gap) * scale
+        clear = (self.outer_radius[slot] - gap) * scale
+        inner = depth >= 0
+        outer = clear < 0
+        outside: FloatArray = np.maximum(-clear, 0.0)
+        classes[inner] = Depth.IN
+        classes[inner & (depth >= need_enter)] = Depth.DEEP
+        classes[outer & (-clear >= need_exit)] = Depth.FAR_OUT
+        # Then the exact tests, only where the discs left a question that matters.
+        unsure = np.flatnonzero(~inner & ~outer)
+        if len(unsure):
+            points = columns.points()[fix[unsure]]
+            inside = shapely.intersects(self.outlines[slot[unsure]], points)
+            classes[unsure[inside]] = Depth.IN
+        inside = classes >= Depth.IN
+        # A pair whose vehicle is steady (inside all batch, or outside all batch) needs no
+        # more: it cannot enter again, or cannot exit. The others need their exact class.
+        unsettled = np.where(inside, classes != Depth.DEEP, classes != Depth.FAR_OUT)
+        if exact:
+            steady: BoolArray = np.zeros(len(fix), dtype=bool)
+        else:
+            steady = _steady(pair_key, inside, engaged_inside, fixes_of_vehicle, unsettled)
+        # Deep enough to enter? Depth is the distance to the boundary.
+        ask = np.flatnonzero(inside & (classes != Depth.DEEP) & ~steady)
+        if len(ask):
+            reach = need_enter[ask] / columns.scale[fix[ask]]
+            near = shapely.dwithin(  # type: ignore[call-overload] # the stubs allow one distance, shapely takes an array
+                self.boundaries[slot[ask]], columns.points()[fix[ask]], reach
+            )
+            classes[ask[(reach <= 0) | ~near]] = Depth.DEEP
+        # Far enough to exit?
+        ask = np.flatnonzero(~inside & (classes != Depth.FAR_OUT) & ~steady)
+        if len(ask):
+            reach = need_exit[ask] / columns.scale[fix[ask]]
+            near = shapely.dwithin(  # type: ignore[call-overload] # as above
+                self.outlines[slot[ask]], columns.points()[fix[ask]], reach
+            )
+            classes[ask[~near]] = Depth.FAR_OUT
+        return classes, outside
+
+    def contains(self, slot: IntArray, x: FloatArray, y: FloatArray) -> BoolArray:
+        """Whether each plane point is inside (at any depth) its fence."""
+        inside: BoolArray = np.zeros(len(slot), dtype=bool)
+        kinds = self.kinds[slot]
+        pick = np.flatnonzero(kinds == ShapeKind.CIRCLE)
+        if len(pick):
+            s = slot[pick]
+            gap = np.hypot(x[pick] - self.centre_x[s], y[pick] - self.centre_y[s])
+            inside[pick] = gap * self.scale[s] <= self.reach_m[s]
+        pick = np.flatnonzero(kinds != ShapeKind.CIRCLE)
+        if len(pick):
+            s = slot[pick]
+            inside[pick] = shapely.intersects(self.outlines[s], shapely.points(x[pick], y[pick]))
+            corridors = pick[kinds[pick] == ShapeKind.CORRIDOR]
+            if len(corridors):
+                s = slot[corridors]
+                points = shapely.points(x[corridors], y[corridors])
+                gap = shapely.distance(self.lines[s], points) * self.scale[s]
+                inside[corridors] = gap <= self.reach_m[s]
+        return inside
+
+    def crossings(
+        self, segments: Segments, pair_segment: IntArray, slot: IntArray
+    ) -> tuple[BoolArray, FloatArray, FloatArray]:
+        """Which steps pass at least the enter margin inside their fence, and where.
+
+        Returns (hit, into, out): for a hit, how far along the step (0..1) it first reaches
+        the enter margin, and last is within the exit margin.
+        """
+        count = len(slot)
+        hits: BoolArray = np.zeros(count, dtype=bool)
+        into: FloatArray = np.full(count, np.nan)
+        out: FloatArray = np.full(count, np.nan)
+        kinds = self.kinds[slot]
+        ax, ay = segments.ax[pair_segment], segments.ay[pair_segment]
+        dx, dy = segments.bx[pair_segment] - ax, segments.by[pair_segment] - ay
+        length2 = dx * dx + dy * dy
+
+        pick = np.flatnonzero(kinds == ShapeKind.CIRCLE)
+        if len(pick):
+            # Where |a + f d - centre| = radius: the roots of a quadratic in f.
+            s = slot[pick]
+            cx, cy = ax[pick] - self.centre_x[s], ay[pick] - self.centre_y[s]
+            a = length2[pick]
+            b = 2 * (cx * dx[pick] + cy * dy[pick])
+            c = cx * cx + cy * cy
+            inner = self.crossing_reach_m[s] / self.scale[s]
+            outer = (self.reach_m[s] + self.exit_m[s]) / self.scale[s]
+            with np.errstate(invalid="ignore"):
+                root_in = np.sqrt(b * b - 4 * a * (c - inner * inner))
+                root_out = np.sqrt(b * b - 4 * a * (c - outer * outer))
+                first = (-b - root_in) / (2 * a)
+                last = (-b + root_in) / (2 * a)
+                hit = (first <= 1) & (last >= 0)  # nan (no root: never that close) is False
+            hits[pick] = hit
+            into[pick] = np.clip(first, 0.0, 1.0)
+            out[pick] = np.clip((-b + root_out) / (2 * a), 0.0, 1.0)
+
+        pick = np.flatnonzero(kinds != ShapeKind.CIRCLE)
+        if len(pick):
+            # Boxes first: the tree's boxes are padded, the eroded shapes' are not.
+            s = slot[pick]
+            lows_x, lows_y = (
+                np.minimum(ax[pick], ax[pick] + dx[pick]),
+                np.minimum(ay[pick], ay[pick] + dy[pick]),
+            )
+            highs_x, highs_y = (
+                np.maximum(ax[pick], ax[pick] + dx[pick]),
+                np.maximum(ay[pick], ay[pick] + dy[pick]),
+            )
+            box = self.eroded_bounds[s]
+            pick = pick[
+                (lows_x <= box[:, 2])
+                & (highs_x >= box[:, 0])
+                & (lows_y <= box[:, 3])
+                & (highs_y >= box[:, 1])
+            ]
+        if len(pick):
+            lines = segments.lines()[pair_segment[pick]]
+            s = slot[pick]
+            hit = shapely.intersects(self.eroded[s], lines)
+            hits[pick] = hit
+            found = pick[hit]
+            if len(found):
+                into[found] = _fractions(
+                    shapely.intersection(lines[hit], self.eroded[s[hit]]),
+                    (ax[found], ay[found], dx[found], dy[found], length2[found]),
+                    first=True,
+                )
+                out[found] = _fractions(
+                    shapely.intersection(lines[hit], self.dilated[s[hit]]),
+                    (ax[found], ay[found], dx[found], dy[found], length2[found]),
+                    first=False,
+                )
+        # A step that reaches the margin only at its very end is no crossing: its fix is
+        # judged by itself (otherwise a fix on a zero-margin boundary would enter and exit
+        # at the same instant, then enter again).
+        return hits & (into < _END_OF_STEP), into, np.maximum(out, into)
+
+
+def _fractions(
+    parts: GeomArray,
+    step: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray],
+    *,
+    first: bool,
+) -> FloatArray:
+    """Per step, the first (or last) fraction along it of any point of its part."""
+    ax, ay, dx, dy, length2 = step
+    coords, owner = shapely.get_coordinates(parts, return_index=True)
+    along = ((coords[:, 0] - ax[owner]) * dx[owner] + (coords[:, 1] - ay[owner]) * dy[owner]) / (
+        length2[owner]
+    )
+    result: FloatArray = np.full(len(parts), np.nan)
+    (np.fmin if first else np.fmax).at(result, owner, np.clip(along, 0.0, 1.0))
+    return result
+
+
+class FixColumns:
+    """One batch's fixes as columns (sorted by vehicle, then time), with lazy points."""
+
+    def __init__(  # noqa: PLR0913 - the columns themselves
+        self,
+        *,
+        lon: FloatArray,
+        lat: FloatArray,
+        acc: FloatArray,
+        x: FloatArray,
+        y: FloatArray,
+        scale: FloatArray,
+    ) -> None:
+        self.lon = lon
+        self.lat = lat
+        self.acc = acc
+        self.x = x
+        self.y = y
+        self.scale = scale
+        self._points: GeomArray | None = None
+
+    def points(self) -> GeomArray:
+        """The fixes as shapely points in the plane (built once, when first needed)."""
+        if self._points is None:
+            self._points = cast("GeomArray", shapely.points(self.x, self.y))
+        return self._points
+
+
+class Segments:
+    """The straight steps between consecutive fixes of a vehicle, with lazy linestrings."""
+
+    def __init__(
+        self,
+        ax: FloatArray,
+        ay: FloatArray,
+        bx: FloatArray,
+        by: FloatArray,
+        scale: FloatArray,
+    ) -> None:
+        self.ax = ax
+        self.ay = ay
+        self.bx = bx
+        self.by = by
+        self.scale = scale
+        self._lines: GeomArray | None = None
+
+    def lines(self) -> GeomArray:
+        """The segments as shapely linestrings in the plane."""
+        if self._lines is None:
+            coords = np.stack(
+                [np.column_stack([self.ax, self.ay]), np.column_stack([self.bx, self.by])], axis=1
+            )
+            self._lines = cast("GeomArray", shapely.linestrings(coords))
+        return self._lines
+
+    def boxes(self) -> GeomArray:
+        """The segments' bounding boxes, for the tree."""
+        return shapely.box(
+            np.minimum(self.ax, self.bx),
+            np.minimum(self.ay, self.by),
+            np.maximum(self.ax, self.bx),
+            np.maximum(self.ay, self.by),
+        )
