@@ -21,8 +21,9 @@ from api import health
 from api.auth.endpoints import dev_router as auth_dev_router
 from api.auth.endpoints import router as auth_router
 from api.context import REQUEST_ID_HEADER
-from api.deps import RateLimit
+from api.deps import RateLimit, RejectUnknownQuery
 from api.errors import error_responses, install_error_handlers
+from api.events.endpoints import admin_router as events_router
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from api.resources import open_resources
 from api.settings import ApiSettings
@@ -54,6 +55,7 @@ TAGS: Final = [
     {"name": "profile", "description": "The caller's own account."},
     {"name": "admin", "description": "User management for staff and admins."},
     {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "events", "description": "What the hub noticed about the fleet (staff)."},
 ]
 
 
@@ -134,7 +136,7 @@ def create_app(settings: ApiSettings | None = None, *, clock: Clock = time.time)
     _check_endpoint_budgets(settings)
     v1 = APIRouter(
         prefix="/v1",
-        dependencies=[RateLimit],
+        dependencies=[RateLimit, RejectUnknownQuery],
         # Any /v1 call may be refused for its input (400: a body that is not even text),
         # its rate, or a database outage.
         responses=error_responses(400, 422, 429, 503),
@@ -144,6 +146,7 @@ def create_app(settings: ApiSettings | None = None, *, clock: Clock = time.time)
         v1.include_router(auth_dev_router)
     v1.include_router(me_router)
     v1.include_router(admin_router)
+    v1.include_router(events_router)
     app.include_router(v1)
     app.include_router(health.router)
 

@@ -14,19 +14,30 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import redis.asyncio
 from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection, OperationalError
 from psycopg_pool import PoolTimeout
+from pydantic import JsonValue
 
 from api.auth import service as auth_service
 from api.context import current_request_id
-from api.errors import ApiError, ForbiddenError, MissingTokenError, ServiceUnavailableError
+from api.errors import (
+    ApiError,
+    BadRequestError,
+    ForbiddenError,
+    MissingTokenError,
+    ServiceUnavailableError,
+)
 from api.identity import STAFF_ROLES, Client, Principal, Role
 from api.resources import Resources
 from api.settings import ApiSettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from fastapi.dependencies.models import Dependant
+
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +190,52 @@ async def rate_limit(request: Request, response: Response, resources: ResourcesD
 
 
 RateLimit = Depends(rate_limit)
+
+
+class UnknownQueryParameterError(BadRequestError):
+    """A query parameter the endpoint does not take (a typo would otherwise be ignored)."""
+
+    code = "unknown_query_parameter"
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _declared_query(request: Request, route: APIRoute) -> frozenset[str]:
+    """The query parameters the route and its dependencies declare (cached per route)."""
+    cache: dict[int, frozenset[str]] | None = getattr(request.app.state, "query_names", None)
+    if cache is None:
+        cache = request.app.state.query_names = {}
+    names = cache.get(id(route))
+    if names is None:
+        names = cache[id(route)] = frozenset(_query_names(route.dependant))
+    return names
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """400 `unknown_query_parameter` for a parameter the endpoint does not declare.
+
+    `?limt=5` silently ignored returns the default page and looks like a bug in the API;
+    refusing it says what is wrong (router dependency).
+    """
+    route = request.scope.get("route")
+    if not request.query_params or not isinstance(route, APIRoute):
+        return
+    names = _declared_query(request, route)
+    unknown = list[JsonValue](sorted(set(request.query_params.keys()) - names))
+    if unknown:
+        allowed = list[JsonValue](sorted(names))
+        raise UnknownQueryParameterError(
+            f"unknown query parameter {', '.join(repr(u) for u in unknown)}",
+            details={"unknown": unknown, "allowed": allowed},
+        )
+
+
+RejectUnknownQuery = Depends(reject_unknown_query)
 
 
 async def admin_network_guard(request: Request, settings: SettingsDep) -> None:

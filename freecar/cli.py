@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "api": "api.cli",
     "create-admin": "api.users.cli",
     "command": "db.command_cli",
+    "worker": "worker.cli",
 }
 
 

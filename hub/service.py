@@ -25,6 +25,7 @@ from hub import repository
 from hub.batch import Batcher
 from hub.consumer import MqttConsumer
 from hub.dispatcher import CommandDispatcher
+from hub.events.actions import NotificationQueue
 from hub.events.pipeline import EventPipeline
 from hub.fanout import LiveFanout
 from hub.filters import FilterConfig, FixFilter
@@ -34,6 +35,7 @@ from hub.writer import CONNECT_TIMEOUT_S, RETRY_CAP_S, RETRY_FIRST_S, Writer
 from protocol.backoff import Backoff
 from protocol.signing import CommandSigner
 from protocol.topics import TopicFilter, TopicKind
+from worker.app import create_celery
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -106,7 +108,11 @@ class Hub:
             stats=self.stats,
             interval_s=settings.hub_live_interval_s,
         )
-        self.events = EventPipeline(settings.redis_url.get_secret_value(), stats=self.stats)
+        self.events = EventPipeline(
+            settings.redis_url.get_secret_value(),
+            stats=self.stats,
+            notifications=NotificationQueue(create_celery(settings)),
+        )
         self.writer = Writer(
             database_url=settings.database_url.get_secret_value(),
             batcher=self.batcher,

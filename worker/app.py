@@ -1,8 +1,8 @@
 """The Celery app: Redis broker, JSON only, results ignored unless a task asks.
 
-The API creates it in its lifespan to queue jobs after a request commits; `celery -A
-worker.app worker` runs the tasks. Tasks arrive with later issues (OCR, invoices,
-notifications, sweeps); `worker.ping` lets an operator check the pipe end to end.
+The API creates it in its lifespan to queue jobs after a request commits, the hub to hand
+events to the notifications; `freecar worker` (or `celery -A worker.app worker`) runs the
+tasks. `worker.ping` lets an operator check the pipe end to end.
 """
 
 from __future__ import annotations
@@ -17,7 +17,17 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 # Modules whose tasks the worker registers.
-TASK_MODULES: Final = ("worker.tasks",)
+TASK_MODULES: Final = ("worker.tasks", "worker.notifications.tasks")
+
+# Task names, for senders that do not import the tasks (the hub).
+NOTIFY_EVENT_TASK: Final = "worker.notify_event"
+NOTIFY_PENDING_TASK: Final = "worker.notify_pending"
+# The sweep for notifications whose task never arrived: once a minute, as promised in
+# docs/events.md (an event waits at most about two minutes for its notifications).
+NOTIFY_PENDING_EVERY_S: Final = 60.0
+# Senders (the hub's writer thread, API requests) must not hang on a dead Redis: a few
+# seconds to connect or answer, then the send fails and the caller moves on.
+BROKER_SOCKET_TIMEOUT_S: Final = 3.0
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -40,8 +50,19 @@ def create_celery(settings: Settings | None = None) -> Celery:
         # tasks would wait behind them instead of going to an idle worker.
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": BROKER_SOCKET_TIMEOUT_S,
+        "broker_transport_options": {
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
+        },
+        # Run by the beat embedded in `freecar worker` (one per deployment).
+        "beat_schedule": {
+            "notify-pending": {"task": NOTIFY_PENDING_TASK, "schedule": NOTIFY_PENDING_EVERY_S}
+        },
     }
     app.conf.update(conf)
+    # The tasks read their settings from the app that runs them (tests pass their own).
+    app.freecar_settings = settings
     return app
 
 

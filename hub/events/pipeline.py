@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
+from db.event_rules import RuleBook, load_rules
 from hub import repository
+from hub.events.actions import apply_rules
 from hub.events.conditions import ConditionDetector, Conditions
 from hub.events.fences import FenceEvents
 from hub.events.model import Event, EventKind
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from db.telemetry import TelemetryRow
+    from hub.events.actions import NotificationQueue
     from hub.repository import CommandOutcome, LiveState
     from hub.stats import HubStats
 
@@ -106,10 +109,18 @@ class EventPipeline:
     """Status events for one hub: detection in the batch transaction, fan-out after it."""
 
     def __init__(
-        self, redis_url: str, *, stats: HubStats, detector: ConditionDetector | None = None
+        self,
+        redis_url: str,
+        *,
+        stats: HubStats,
+        detector: ConditionDetector | None = None,
+        notifications: NotificationQueue | None = None,
     ) -> None:
         self.detector = detector or ConditionDetector()
         self.fences = FenceEvents(notify_horizon_s=self.detector.config.notify_horizon_s)
+        self.rules = RuleBook()
+        self.notifications = notifications
+        self._to_notify: list[int] = []
         self._stats = stats
         self._redis = redis.Redis.from_url(
             redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
@@ -119,8 +130,9 @@ class EventPipeline:
         self._stored: list[tuple[int, Event]] = []
 
     def refresh(self, conn: psycopg.Connection[Any]) -> None:
-        """Re-read which vehicles have a trip under way (the writer's periodic sweep)."""
+        """Re-read which vehicles have a trip under way and the event rules (periodic sweep)."""
         self._rented = repository.rented_vehicles(conn)
+        self.rules = RuleBook(load_rules(conn))
 
     def listen(self, conn: psycopg.Connection[Any]) -> None:
         """Set up a new writer connection: hear when geofences change."""
@@ -131,6 +143,7 @@ class EventPipeline:
         self._loaded = False
         self.fences.rolled_back()
         self._stored.clear()
+        self._to_notify.clear()
 
     def prepare(self, conn: psycopg.Connection[Any]) -> None:
         """Load state if needed; call first in the batch's transaction (see FenceEvents)."""
@@ -173,13 +186,20 @@ class EventPipeline:
         repository.save_conditions(conn, {vid: c.to_json() for vid, c in dirty.items()})
         stored = store_events(conn, events)
         self._stored += stored
+        # Rules act in this transaction (commands); notifications leave after the commit.
+        self._to_notify += apply_rules(conn, self.rules, stored)
         return len(stored)
 
     def published(self) -> int:
         """After the commit: send the stored events to the live channel; return how many."""
         stored, self._stored = self._stored, []
+        to_notify, self._to_notify = self._to_notify, []
+        if to_notify and self.notifications is not None:
+            self.notifications.enqueue(to_notify)
         return publish_events(self._redis, stored, self._stats)
 
     def close(self) -> None:
-        """Close the Redis connection pool."""
+        """Close the Redis connection pool and the notification queue."""
         self._redis.close()
+        if self.notifications is not None:
+            self.notifications.close()

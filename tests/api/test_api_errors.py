@@ -152,3 +152,13 @@ async def test_docs_can_be_turned_off(make_api: MakeApi) -> None:
     async with make_api(api_docs=False) as api:
         assert (await api.client.get("/docs")).status_code == 404
         assert (await api.client.get("/openapi.json")).status_code == 404
+
+
+async def test_an_unknown_query_parameter_is_refused_with_its_name(api: Api) -> None:
+    admin = await api.dev_login(role="admin")
+    response = await api.client.get("/v1/admin/users?limt=5", headers=admin.headers)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unknown_query_parameter"
+    assert error["details"]["unknown"] == ["limt"]
+    assert "limit" in error["details"]["allowed"]

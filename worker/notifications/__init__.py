@@ -1,0 +1,1 @@
+"""Notifications about events: rules, templates, channels (email, webhook, SMS, push, rider)."""
