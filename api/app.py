@@ -24,6 +24,8 @@ from api.context import REQUEST_ID_HEADER
 from api.deps import RateLimit, RejectUnknownQuery
 from api.errors import error_responses, install_error_handlers
 from api.events.endpoints import admin_router as events_router
+from api.fleet.endpoints import router as fleet_router
+from api.fleet.files import router as files_router
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from api.resources import open_resources
 from api.settings import ApiSettings
@@ -55,6 +57,8 @@ TAGS: Final = [
     {"name": "profile", "description": "The caller's own account."},
     {"name": "admin", "description": "User management for staff and admins."},
     {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "fleet", "description": "Vehicles, bulk changes, photos and MQTT logins (staff)."},
+    {"name": "files", "description": "Private files through signed, expiring links."},
     {"name": "events", "description": "What the hub noticed about the fleet (staff)."},
 ]
 
@@ -68,7 +72,7 @@ def _version() -> str:
 
 def _check_endpoint_budgets(settings: ApiSettings) -> None:
     """Warn about budgets for endpoints that do not exist (a typo would silently do nothing)."""
-    routers = (auth_router, auth_dev_router, me_router, admin_router)
+    routers = (auth_router, auth_dev_router, me_router, admin_router, fleet_router, files_router)
     known = {
         route.name for router in routers for route in router.routes if isinstance(route, APIRoute)
     }
@@ -146,6 +150,8 @@ def create_app(settings: ApiSettings | None = None, *, clock: Clock = time.time)
         v1.include_router(auth_dev_router)
     v1.include_router(me_router)
     v1.include_router(admin_router)
+    v1.include_router(fleet_router)
+    v1.include_router(files_router)
     v1.include_router(events_router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -12,7 +12,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from api.auth.keys import TokenKey, parse_token_keys
-from freecar.settings import Environment, Settings
+from api.fleet.settings import FleetSettings
+from freecar.filestore.settings import FileStoreSettings
+from freecar.settings import Environment
 
 # Per-endpoint budgets, on top of the per-IP and per-user ones: signing in and refreshing
 # are what a credential-stuffing script hammers, so they get tight budgets per client. Keys
@@ -36,7 +38,7 @@ def _split_commas(value: Any) -> Any:  # noqa: ANN401 - raw environment input, c
     return value
 
 
-class ApiSettings(Settings):
+class ApiSettings(FleetSettings, FileStoreSettings):
     """Everything `freecar api` reads from the environment (prefix `FREECAR_`)."""
 
     api_host: str = "127.0.0.1"

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "create-admin": "api.users.cli",
     "command": "db.command_cli",
     "worker": "worker.cli",
+    "vehicle": "api.fleet.cli",
 }
 
 

@@ -1,0 +1,1 @@
+"""Fleet management for staff: the vehicles' records, bulk changes, images and MQTT logins."""
