@@ -30,6 +30,8 @@ from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, Securi
 from api.resources import open_resources
 from api.settings import ApiSettings
 from api.users.endpoints import admin_router, me_router
+from api.vehicles.endpoints import maintenance_router
+from api.vehicles.endpoints import router as vehicles_router
 from freecar.settings import Environment
 
 if TYPE_CHECKING:
@@ -57,6 +59,8 @@ TAGS: Final = [
     {"name": "profile", "description": "The caller's own account."},
     {"name": "admin", "description": "User management for staff and admins."},
     {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "vehicles", "description": "Find a car nearby, its details and free time."},
+    {"name": "maintenance", "description": "Maintenance windows: when a car cannot be booked."},
     {"name": "fleet", "description": "Vehicles, bulk changes, photos and MQTT logins (staff)."},
     {"name": "files", "description": "Private files through signed, expiring links."},
     {"name": "events", "description": "What the hub noticed about the fleet (staff)."},
@@ -72,7 +76,16 @@ def _version() -> str:
 
 def _check_endpoint_budgets(settings: ApiSettings) -> None:
     """Warn about budgets for endpoints that do not exist (a typo would silently do nothing)."""
-    routers = (auth_router, auth_dev_router, me_router, admin_router, fleet_router, files_router)
+    routers = (
+        auth_router,
+        auth_dev_router,
+        me_router,
+        admin_router,
+        vehicles_router,
+        maintenance_router,
+        fleet_router,
+        files_router,
+    )
     known = {
         route.name for router in routers for route in router.routes if isinstance(route, APIRoute)
     }
@@ -152,6 +165,8 @@ def create_app(settings: ApiSettings | None = None, *, clock: Clock = time.time)
     v1.include_router(admin_router)
     v1.include_router(fleet_router)
     v1.include_router(files_router)
+    v1.include_router(vehicles_router)
+    v1.include_router(maintenance_router)
     v1.include_router(events_router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_geofences, bench_hub, bench_protocol, bench_sim, bench_storage
+from bench import bench_geofences, bench_hub, bench_protocol, bench_search, bench_sim, bench_storage
 from bench.report import Report, bar_chart, write_markdown
 from db.migrate import migrate
 from devstack.stack import start_stack
@@ -32,12 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["geofences"],
-        help="run one suite that needs no services, print it, and leave the report alone",
+        choices=["geofences", "search"],
+        help="run one suite (search starts its own services), print it, leave the report alone",
     )
     args = parser.parse_args(argv)
     if args.only == "geofences":
         return bench_geofences.main(["--quick"] if args.quick else [])
+    if args.only == "search":
+        return bench_search.main(["--quick"] if args.quick else [])
     rows = 20_000 if args.quick else 200_000
     seconds = 0.2 if args.quick else 2.0
     report = Report()
@@ -69,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     # --- geofences (issue 6): in-process, no services -------------------------------------
     print("[geofences] evaluation against 100 to 10,000 fences", flush=True)
     bench_geofences.run(report, quick=args.quick)
+
+    # --- vehicle search (issue 7): a real `freecar api` process under open-loop load -------
+    print("[search] GET /v1/vehicles over 10,000 cars at 50 to 400 searches/s", flush=True)
+    with start_stack() as stack:
+        bench_search.run(report, stack, pictures, quick=args.quick)
 
     drawn = {suite for suite, _ in report.pictures}
     for suite in dict.fromkeys(r.suite for r in report.results if r.suite not in drawn):

@@ -26,8 +26,8 @@ COMMANDS: dict[str, str] = {
     "api": "api.cli",
     "create-admin": "api.users.cli",
     "command": "db.command_cli",
-    "worker": "worker.cli",
     "vehicle": "api.fleet.cli",
+    "worker": "worker.cli",
 }
 
 

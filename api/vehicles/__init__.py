@@ -1,0 +1,1 @@
+"""Riders' vehicle search, details and availability; staff's maintenance windows."""
