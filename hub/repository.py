@@ -242,6 +242,8 @@ _EXPIRE_COMMANDS: LiteralString = """
 
 _LOAD_CONDITIONS: LiteralString = "SELECT vehicle_id, state FROM vehicle_conditions"
 
+_NEWEST_FIXES: LiteralString = "SELECT vehicle_id, extract(epoch FROM ts) FROM vehicle_state"
+
 _SAVE_CONDITIONS: LiteralString = """
     INSERT INTO vehicle_conditions AS c (vehicle_id, state)
     SELECT u.vehicle_id, u.state
@@ -427,6 +429,11 @@ def expire_commands(
 def load_conditions(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
     """Every vehicle's saved status-event conditions, as stored JSON."""
     return dict(conn.execute(_LOAD_CONDITIONS).fetchall())
+
+
+def newest_fixes(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    """Each vehicle's newest stored fix time, in epoch seconds."""
+    return {vid: float(ts) for vid, ts in conn.execute(_NEWEST_FIXES).fetchall()}
 
 
 def save_conditions(conn: psycopg.Connection[Any], states: Mapping[str, dict[str, Any]]) -> None:

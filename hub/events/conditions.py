@@ -25,7 +25,8 @@ restart neither forgets a condition nor raises it again.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+import operator
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -88,13 +89,25 @@ class Conditions:
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready data."""
-        return asdict(self)
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def decisions(self) -> tuple[object, ...]:
+        """Everything but `last_ts`: what must be saved when it changes."""
+        return _decisions_of(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Conditions:
         """Rebuild a record; unknown keys (from a newer hub) are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_FIELDS: Final = tuple(f.name for f in fields(Conditions))
+# `last_ts` alone is not worth a write per fix: after a restart it is rebuilt from
+# vehicle_state.ts, written in the same transaction (see ConditionDetector.load).
+_DECISIONS: Final = tuple(name for name in _FIELDS if name != "last_ts")
+# attrgetter builds the tuple in C: this runs twice per fix.
+_decisions_of: Final = operator.attrgetter(*_DECISIONS)
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -115,10 +128,19 @@ class ConditionDetector:
 
     # --- state ------------------------------------------------------------------------------
 
-    def load(self, records: Mapping[str, Conditions]) -> None:
-        """Replace all records with stored ones (start-up, or after a failed transaction)."""
+    def load(
+        self, records: Mapping[str, Conditions], newest_fix: Mapping[str, float] | None = None
+    ) -> None:
+        """Replace all records with stored ones (start-up, or after a failed transaction).
+
+        `newest_fix` (epoch seconds per vehicle, from vehicle_state) moves each `last_ts`
+        up to the newest fix already stored: those fixes were applied, saved or not.
+        """
         self._records = dict(records)
         self._dirty.clear()
+        for vehicle_id, ts in (newest_fix or {}).items():
+            record = self.record(vehicle_id)
+            record.last_ts = max(record.last_ts, ts)
 
     def record(self, vehicle_id: str) -> Conditions:
         """The vehicle's record (a fresh one if it has none)."""
@@ -156,12 +178,14 @@ class ConditionDetector:
             if ts <= record.last_ts:
                 continue  # a replay or a redelivery: already decided
             record.last_ts = ts
-            self._dirty.add(row.vehicle_id)
+            before = record.decisions()
             found: list[tuple[EventKind, dict[str, Any]]] = []
             self._levels(record, row, found)
             self._speed(record, row, speed_limit(row), found)
             self._locked(record, row, found)
             self._engine(record, row, on_trip(row.vehicle_id), found)
+            if record.decisions() != before:
+                self._dirty.add(row.vehicle_id)
             notify = ts >= horizon
             events += [
                 Event(row.vehicle_id, kind, row.ts, row.lat, row.lon, None, details, notify)

@@ -149,7 +149,10 @@ class EventPipeline:
         """Load state if needed; call first in the batch's transaction (see FenceEvents)."""
         if not self._loaded:
             saved = repository.load_conditions(conn)
-            self.detector.load({vid: Conditions.from_json(s) for vid, s in saved.items()})
+            self.detector.load(
+                {vid: Conditions.from_json(s) for vid, s in saved.items()},
+                repository.newest_fixes(conn),
+            )
             self.refresh(conn)
             self._loaded = True
         self.fences.prepare(conn)
