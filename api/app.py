@@ -26,6 +26,7 @@ from api.errors import error_responses, install_error_handlers
 from api.events.endpoints import admin_router as events_router
 from api.fleet.endpoints import router as fleet_router
 from api.fleet.files import router as files_router
+from api.geofences.endpoints import admin_router as geofences_router
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from api.resources import open_resources
 from api.settings import ApiSettings
@@ -64,6 +65,7 @@ TAGS: Final = [
     {"name": "fleet", "description": "Vehicles, bulk changes, photos and MQTT logins (staff)."},
     {"name": "files", "description": "Private files through signed, expiring links."},
     {"name": "events", "description": "What the hub noticed about the fleet (staff)."},
+    {"name": "geofences", "description": "The service area, parking and restricted zones (staff)."},
 ]
 
 
@@ -85,6 +87,7 @@ def _check_endpoint_budgets(settings: ApiSettings) -> None:
         maintenance_router,
         fleet_router,
         files_router,
+        geofences_router,
     )
     known = {
         route.name for router in routers for route in router.routes if isinstance(route, APIRoute)
@@ -168,6 +171,7 @@ def create_app(settings: ApiSettings | None = None, *, clock: Clock = time.time)
     v1.include_router(vehicles_router)
     v1.include_router(maintenance_router)
     v1.include_router(events_router)
+    v1.include_router(geofences_router)
     app.include_router(v1)
     app.include_router(health.router)
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "command": "db.command_cli",
     "vehicle": "api.fleet.cli",
     "worker": "worker.cli",
+    "geofence": "db.geofence_cli",
 }
 
 

@@ -34,8 +34,9 @@ LISTEN_GEOFENCES: Final[LiteralString] = "LISTEN freecar_geofences"
 # A page of `list_geofences` when the caller does not say: a map screen's worth.
 DEFAULT_PAGE: Final = 100
 
-# Every statement names its columns in full: no SQL is assembled from pieces.
-_INSERT: LiteralString = """
+# Every statement names its columns in full: no SQL is assembled from pieces. The definition
+# statements are public so the API's async repository runs the very same text.
+INSERT_GEOFENCE: Final[LiteralString] = """
     INSERT INTO geofences (name, kind, geometry, radius_m, width_m, speed_limit_kmh, schedule,
                            enter_margin_m, exit_margin_m, dwell_s, active)
     VALUES (%(name)s, %(kind)s, %(geometry)s, %(radius_m)s, %(width_m)s, %(speed_limit_kmh)s,
@@ -44,7 +45,7 @@ _INSERT: LiteralString = """
               enter_margin_m, exit_margin_m, dwell_s, active, created_at, updated_at
 """
 
-_UPDATE: LiteralString = """
+UPDATE_GEOFENCE: Final[LiteralString] = """
     UPDATE geofences SET
         name = %(name)s, kind = %(kind)s, geometry = %(geometry)s, radius_m = %(radius_m)s,
         width_m = %(width_m)s, speed_limit_kmh = %(speed_limit_kmh)s, schedule = %(schedule)s,
@@ -55,16 +56,16 @@ _UPDATE: LiteralString = """
               enter_margin_m, exit_margin_m, dwell_s, active, created_at, updated_at
 """
 
-_DELETE: LiteralString = "DELETE FROM geofences WHERE id = %s"
+DELETE_GEOFENCE: Final[LiteralString] = "DELETE FROM geofences WHERE id = %s"
 
-_GET: LiteralString = """
+GET_GEOFENCE: Final[LiteralString] = """
     SELECT id, name, kind, geometry, radius_m, width_m, speed_limit_kmh, schedule,
            enter_margin_m, exit_margin_m, dwell_s, active, created_at, updated_at
     FROM geofences WHERE id = %s
 """
 
 # Keyset pagination: pass the last id of a page as `after_id` for the next one.
-_LIST: LiteralString = """
+LIST_GEOFENCES: Final[LiteralString] = """
     SELECT id, name, kind, geometry, radius_m, width_m, speed_limit_kmh, schedule,
            enter_margin_m, exit_margin_m, dwell_s, active, created_at, updated_at
     FROM geofences
@@ -73,6 +74,11 @@ _LIST: LiteralString = """
       AND id > %(after_id)s
     ORDER BY id
     LIMIT %(limit)s
+"""
+
+# Names are labels, not keys: several fences may share one, hence every id per name.
+_IDS_BY_NAME: LiteralString = """
+    SELECT name, array_agg(id ORDER BY id) FROM geofences WHERE name = ANY(%s) GROUP BY name
 """
 
 _LOAD_ACTIVE: LiteralString = """
@@ -122,7 +128,8 @@ _LOAD_POSITIONS: LiteralString = """
 """
 
 
-def _params(spec: GeofenceSpec) -> dict[str, Any]:
+def geofence_params(spec: GeofenceSpec) -> dict[str, Any]:
+    """The named parameters of INSERT_GEOFENCE and UPDATE_GEOFENCE (plus `id`) for a spec."""
     return {
         "name": spec.name,
         "kind": str(spec.kind),
@@ -141,7 +148,7 @@ def _params(spec: GeofenceSpec) -> dict[str, Any]:
 def insert_geofence(conn: psycopg.Connection[Any], spec: GeofenceSpec) -> Geofence:
     """Store a new geofence; hubs hear of it when the caller commits."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_INSERT, _params(spec)).fetchone()
+        row = cur.execute(INSERT_GEOFENCE, geofence_params(spec)).fetchone()
     assert row is not None
     return Geofence.model_validate(row)
 
@@ -155,21 +162,21 @@ def update_geofence(
     `GeofenceSpec.model_validate({**stored.spec().model_dump(), **changes})`.
     """
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_UPDATE, {**_params(spec), "id": geofence_id}).fetchone()
+        row = cur.execute(UPDATE_GEOFENCE, {**geofence_params(spec), "id": geofence_id}).fetchone()
     return None if row is None else Geofence.model_validate(row)
 
 
 def delete_geofence(conn: psycopg.Connection[Any], geofence_id: int) -> bool:
     """Delete a geofence (and, by cascade, its vehicles' state); False if it did not exist."""
     with conn.cursor() as cur:
-        cur.execute(_DELETE, (geofence_id,))
+        cur.execute(DELETE_GEOFENCE, (geofence_id,))
         return cur.rowcount == 1
 
 
 def get_geofence(conn: psycopg.Connection[Any], geofence_id: int) -> Geofence | None:
     """One geofence by id, active or not."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_GET, (geofence_id,)).fetchone()
+        row = cur.execute(GET_GEOFENCE, (geofence_id,)).fetchone()
     return None if row is None else Geofence.model_validate(row)
 
 
@@ -189,8 +196,17 @@ def list_geofences(
         "limit": limit,
     }
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_LIST, params).fetchall()
+        rows = cur.execute(LIST_GEOFENCES, params).fetchall()
     return [Geofence.model_validate(row) for row in rows]
+
+
+def geofence_ids_by_name(
+    conn: psycopg.Connection[Any], names: Iterable[str]
+) -> dict[str, list[int]]:
+    """The ids of the stored geofences with these names, oldest first, per name."""
+    with conn.cursor() as cur:
+        rows = cur.execute(_IDS_BY_NAME, (list(names),)).fetchall()
+    return {name: list(ids) for name, ids in rows}
 
 
 def _log_invalid(geofence_id: int, error: ValidationError) -> None:

@@ -1,0 +1,1 @@
+"""Geofence definitions for fleet managers and admins: /v1/admin/geofences."""
