@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, LiteralString
+from typing import TYPE_CHECKING, Any, LiteralString
 
 from psycopg.rows import class_row
 
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 class EventKindName(StrEnum):
     """Every event kind the hub raises, by name.
 
-    The hub's `hub.events.model.EventKind` is the source (a test keeps the two equal); this
-    copy exists because the API and the worker must not import the hub.
+    Defined here, with the rules that name them, because the API and the worker read events
+    too and must not import the hub; the hub's `hub.events.model.EventKind` is this enum.
     """
 
     GEOFENCE_ENTER = "geofence_enter"
@@ -45,9 +45,6 @@ class EventKindName(StrEnum):
     OFFLINE = "offline"
     ONLINE = "online"
     COMMAND_FAILED = "command_failed"
-
-
-EVENT_KINDS: Final = tuple(kind.value for kind in EventKindName)
 
 
 class Channel(StrEnum):

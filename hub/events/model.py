@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from db.event_rules import EventKindName
 
 if TYPE_CHECKING:
     from datetime import datetime
 
 
-class EventKind(StrEnum):
-    """Every kind of event, as stored in `events.kind` and named in notification rules."""
-
-    GEOFENCE_ENTER = "geofence_enter"
-    GEOFENCE_EXIT = "geofence_exit"
-    LEFT_SERVICE_AREA = "left_service_area"
-    ENTERED_RESTRICTED = "entered_restricted"
-    OVERSPEED = "overspeed"
-    LOW_FUEL = "low_fuel"
-    LOW_BATTERY = "low_battery"
-    DOOR_OPEN_WHILE_LOCKED = "door_open_while_locked"
-    MOVING_WHILE_LOCKED = "moving_while_locked"
-    ENGINE_ON_WITHOUT_TRIP = "engine_on_without_trip"
-    IDLE = "idle"
-    OFFLINE = "offline"
-    ONLINE = "online"
-    COMMAND_FAILED = "command_failed"
+EventKind = EventKindName
+"""Every kind of event, as stored in `events.kind` and named in notification rules."""
 
 
 @dataclass(frozen=True, slots=True)

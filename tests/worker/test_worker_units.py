@@ -7,18 +7,13 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from db.event_rules import EVENT_KINDS, EventRule, RuleBook
-from hub.events.model import EventKind
+from db.event_rules import EventRule, RuleBook
 from worker.notifications.repository import EventRow
 from worker.notifications.signing import sign, signature, verify
 from worker.notifications.templates import MISSING, render
 from worker.settings import WorkerSettings
 
 SECRET = b"s3cret-for-tests"
-
-
-def test_event_kinds_match_the_hub() -> None:
-    assert set(EVENT_KINDS) == {kind.value for kind in EventKind}
 
 
 def test_a_signature_verifies_and_a_tampered_or_stale_one_does_not() -> None:
