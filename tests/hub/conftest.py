@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from hub_testing import HubProcess, Publisher
+from hub_testing import HubProcess, Publisher, worker_testing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -40,3 +40,19 @@ def hub_process(tmp_path: Path) -> Iterator[Callable[[HubSettings], HubProcess]]
     yield make
     for process in made:
         process.kill()
+
+
+@pytest.fixture
+def smtp() -> Iterator[Any]:
+    """A local SMTP server that keeps what it receives."""
+    sink = worker_testing().SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Any]:
+    """A local webhook receiver that checks the signature."""
+    receiver = worker_testing().WebhookReceiver().start()
+    yield receiver
+    receiver.stop()

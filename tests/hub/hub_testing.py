@@ -7,11 +7,13 @@ the hope that something has happened.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -26,7 +28,7 @@ from protocol.telemetry import Telemetry
 if TYPE_CHECKING:
     import signal
     from collections.abc import Callable, Iterator, Sequence
-    from pathlib import Path
+    from types import ModuleType
 
     from devstack.stack import DevStack
 
@@ -228,3 +230,21 @@ def telemetry_count(database_url: str, root: str) -> tuple[int, int]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+def worker_testing() -> ModuleType:
+    """tests/worker/worker_testing.py (SMTP server, webhook receiver), loaded by path.
+
+    Test directories are not packages; loading it by path shares the worker tests' helpers
+    rather than copying them.
+    """
+    name = "worker_testing"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "worker" / "worker_testing.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

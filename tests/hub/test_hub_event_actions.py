@@ -8,17 +8,22 @@ and the signed webhook to the test receiver.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from celery.contrib.testing.worker import start_worker  # type: ignore[import-untyped]
-from hub_testing import hub_settings, make_fix, now_ms, running_hub, seed_vehicles, wait_until
+from hub_testing import (
+    hub_settings,
+    make_fix,
+    now_ms,
+    running_hub,
+    seed_vehicles,
+    wait_until,
+    worker_testing,
+)
 
 import worker.notifications.tasks  # noqa: F401 - registers the tasks
 from db.event_rules import EventRule, RuleBook
@@ -31,8 +36,7 @@ from protocol.topics import Topic
 from worker.app import NOTIFY_PENDING_TASK, create_celery
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from types import ModuleType
+    from collections.abc import Callable
 
     from celery import Celery
     from hub_testing import Publisher
@@ -40,41 +44,9 @@ if TYPE_CHECKING:
     from devstack.stack import DevStack
 
 
-def _worker_testing() -> ModuleType:
-    """tests/worker/worker_testing.py (the SMTP server and webhook receiver), by path.
-
-    Test directories are not packages; this module shares the worker tests' helpers rather
-    than copying them.
-    """
-    name = "worker_testing"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "worker" / "worker_testing.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-wt = _worker_testing()
+wt = worker_testing()
 # About 300 m north: well past the 150 m (plus accuracy) a parked car's GPS may drift.
 METRES_300_LAT = 0.0027
-
-
-@pytest.fixture
-def smtp() -> Iterator[Any]:
-    sink = wt.SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def webhook() -> Iterator[Any]:
-    receiver = wt.WebhookReceiver().start()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture

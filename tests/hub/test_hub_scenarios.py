@@ -13,19 +13,17 @@ come within its first minute.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from collections import Counter
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 import pytest
 from celery.contrib.testing.worker import start_worker  # type: ignore[import-untyped]
-from hub_testing import hub_settings, running_hub, seed_vehicles, wait_until
+from hub_testing import hub_settings, running_hub, seed_vehicles, wait_until, worker_testing
 
 import worker.notifications.tasks  # noqa: F401 - registers the tasks
 from db.geofences.model import GeofenceKind, GeofenceSpec
@@ -34,29 +32,14 @@ from simulator import scenarios
 from worker.app import create_celery
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from types import ModuleType
+    from pathlib import Path
 
     from celery import Celery
 
     from devstack.stack import DevStack
 
 
-def _worker_testing() -> ModuleType:
-    """tests/worker/worker_testing.py (SMTP server, webhook receiver), loaded by path."""
-    name = "worker_testing"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "worker" / "worker_testing.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-wt = _worker_testing()
+wt = worker_testing()
 
 # About 1.1 x 1.1 km of central Shanghai: a grid of a few streets (one every 400 m), the
 # smallest with roads wholly inside it, so a car sent outside the box (to the grid's edge,
@@ -97,20 +80,6 @@ TAGS: Final = {
     scenarios.LOW_FUEL: "lf",
     scenarios.OFFLINE_BURST: "ob",
 }
-
-
-@pytest.fixture
-def smtp() -> Iterator[Any]:
-    sink = wt.SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def webhook() -> Iterator[Any]:
-    receiver = wt.WebhookReceiver().start()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture
