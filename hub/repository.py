@@ -6,12 +6,16 @@ INSERT ... ON CONFLICT DO NOTHING), dead letters and command acks are appended, 
 the stored one only if it is newer (`vehicle_state.ts < EXCLUDED.ts`), and online/offline
 evidence only if it is newer than `presence_at`, so batches may be applied in any order and
 by several hubs at once. State exists only for vehicles in `vehicles` (foreign key).
+Event state (conditions, geofence state) is not order-free: a batch first locks its
+vehicles (`lock_vehicles`) and compares their revisions (`state_revisions`) with the ones
+it wrote last, so several hubs take turns on a vehicle and each sees the other's changes.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, LiteralString
+from typing import TYPE_CHECKING, Any, Final, LiteralString
 
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -28,6 +32,11 @@ if TYPE_CHECKING:
     from db.telemetry import TelemetryRow
     from hub.batch import CommandAck, DeadLetter, Presence
     from hub.events.model import Event
+
+# The advisory-lock key space of vehicles' event state (the first of the two int4 keys;
+# "FC" in ASCII), and how many stripes the vehicles share (see `lock_vehicles`).
+LOCK_SPACE: Final = 0x4643
+LOCK_STRIPES: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,8 @@ class LiveState:
     alarm: bool | None
     online: bool
     last_seen_at: datetime
+    rev: int
+    """Revision of the row after this write (see `lock_vehicles`)."""
 
 
 # One row per vehicle the batch heard from: its newest kept fix (null `ts` when there is
@@ -100,11 +111,11 @@ _ADVANCE_STATES: LiteralString = """
     INSERT INTO vehicle_state AS s (
         vehicle_id, ts, seq, lat, lon, speed_kmh, heading, odometer_km, fuel_pct,
         battery_pct, locked, doors_open, engine_on, alarm,
-        online, online_changed_at, presence_at, last_seen_at
+        online, online_changed_at, presence_at, last_seen_at, rev
     )
     SELECT u.vehicle_id, u.ts, u.seq, u.lat, u.lon, u.speed_kmh, u.heading, u.odometer_km,
            u.fuel_pct, u.battery_pct, u.locked, u.doors_open, u.engine_on, u.alarm,
-           coalesce(u.online, true), u.online_at, u.online_at, u.seen_at
+           coalesce(u.online, true), u.online_at, u.online_at, u.seen_at, 1
     FROM vehicle_state_staging AS u
     WHERE u.ts IS NOT NULL AND EXISTS (SELECT 1 FROM vehicles v WHERE v.id = u.vehicle_id)
     ON CONFLICT (vehicle_id) DO UPDATE SET
@@ -136,10 +147,11 @@ _ADVANCE_STATES: LiteralString = """
             THEN EXCLUDED.presence_at ELSE s.online_changed_at END,
         presence_at = greatest(s.presence_at, EXCLUDED.presence_at),
         last_seen_at = greatest(s.last_seen_at, EXCLUDED.last_seen_at),
-        updated_at = now()
+        updated_at = now(),
+        rev = s.rev + 1
     RETURNING s.vehicle_id, s.ts, s.lat, s.lon, s.speed_kmh, s.heading, s.odometer_km,
               s.fuel_pct, s.battery_pct, s.locked, s.doors_open, s.engine_on, s.alarm,
-              s.online, s.last_seen_at
+              s.online, s.last_seen_at, s.rev
 """
 
 # Vehicles heard from without a kept fix (status messages, acks, filtered fixes).
@@ -153,12 +165,13 @@ _UPDATE_PRESENCE: LiteralString = """
             THEN p.online_at ELSE s.online_changed_at END,
         presence_at = greatest(s.presence_at, p.online_at),
         last_seen_at = greatest(s.last_seen_at, p.seen_at),
-        updated_at = now()
+        updated_at = now(),
+        rev = s.rev + 1
     FROM vehicle_state_staging AS p
     WHERE p.ts IS NULL AND s.vehicle_id = p.vehicle_id
     RETURNING s.vehicle_id, s.ts, s.lat, s.lon, s.speed_kmh, s.heading, s.odometer_km,
               s.fuel_pct, s.battery_pct, s.locked, s.doors_open, s.engine_on, s.alarm,
-              s.online, s.last_seen_at
+              s.online, s.last_seen_at, s.rev
 """
 
 _INSERT_DEAD_LETTERS: LiteralString = """
@@ -241,8 +254,27 @@ _EXPIRE_COMMANDS: LiteralString = """
 """
 
 _LOAD_CONDITIONS: LiteralString = "SELECT vehicle_id, state FROM vehicle_conditions"
+_LOAD_VEHICLE_CONDITIONS: LiteralString = """
+    SELECT vehicle_id, state FROM vehicle_conditions WHERE vehicle_id = ANY(%(vehicle_ids)s)
+"""
 
 _NEWEST_FIXES: LiteralString = "SELECT vehicle_id, extract(epoch FROM ts) FROM vehicle_state"
+_NEWEST_VEHICLE_FIXES: LiteralString = """
+    SELECT vehicle_id, extract(epoch FROM ts) FROM vehicle_state
+    WHERE vehicle_id = ANY(%(vehicle_ids)s)
+"""
+
+_STATE_REVISIONS: LiteralString = "SELECT vehicle_id, rev FROM vehicle_state"
+_VEHICLE_STATE_REVISIONS: LiteralString = """
+    SELECT vehicle_id, rev FROM vehicle_state WHERE vehicle_id = ANY(%(vehicle_ids)s)
+"""
+
+# unnest() hands the stripes over in the array's order, and the aggregate takes the locks
+# row by row in that order: every hub locks in ascending stripe order, so none deadlocks.
+_LOCK_STRIPES: LiteralString = """
+    SELECT count(pg_advisory_xact_lock(%(space)s, stripe))
+    FROM unnest(%(stripes)s::int4[]) AS stripe
+"""
 
 _SAVE_CONDITIONS: LiteralString = """
     INSERT INTO vehicle_conditions AS c (vehicle_id, state)
@@ -267,12 +299,20 @@ _STORE_EVENTS: LiteralString = """
 
 _RENTED_VEHICLES: LiteralString = "SELECT id FROM vehicles WHERE status = 'rented'"
 
-_MARK_SILENT_OFFLINE: LiteralString = """
-    UPDATE vehicle_state SET
-        online = false, online_changed_at = now(), presence_at = now(), updated_at = now()
+_SILENT_VEHICLES: LiteralString = """
+    SELECT vehicle_id FROM vehicle_state
     WHERE online AND last_seen_at < now() - make_interval(secs => %(timeout_s)s)
+"""
+
+# The silence is checked again: a fix may have arrived since `_SILENT_VEHICLES` looked.
+_MARK_OFFLINE: LiteralString = """
+    UPDATE vehicle_state SET
+        online = false, online_changed_at = now(), presence_at = now(), updated_at = now(),
+        rev = rev + 1
+    WHERE vehicle_id = ANY(%(vehicle_ids)s)
+      AND online AND last_seen_at < now() - make_interval(secs => %(timeout_s)s)
     RETURNING vehicle_id, ts, lat, lon, speed_kmh, heading, odometer_km, fuel_pct,
-              battery_pct, locked, doors_open, engine_on, alarm, online, last_seen_at
+              battery_pct, locked, doors_open, engine_on, alarm, online, last_seen_at, rev
 """
 
 
@@ -426,14 +466,55 @@ def expire_commands(
         return cur.execute(_EXPIRE_COMMANDS, params).fetchall()
 
 
-def load_conditions(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
-    """Every vehicle's saved status-event conditions, as stored JSON."""
-    return dict(conn.execute(_LOAD_CONDITIONS).fetchall())
+def load_conditions(
+    conn: psycopg.Connection[Any], vehicle_ids: Collection[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Saved status-event conditions as stored JSON: every vehicle's, or those of some."""
+    if vehicle_ids is None:
+        return dict(conn.execute(_LOAD_CONDITIONS).fetchall())
+    params = {"vehicle_ids": list(vehicle_ids)}
+    return dict(conn.execute(_LOAD_VEHICLE_CONDITIONS, params).fetchall())
 
 
-def newest_fixes(conn: psycopg.Connection[Any]) -> dict[str, float]:
-    """Each vehicle's newest stored fix time, in epoch seconds."""
-    return {vid: float(ts) for vid, ts in conn.execute(_NEWEST_FIXES).fetchall()}
+def newest_fixes(
+    conn: psycopg.Connection[Any], vehicle_ids: Collection[str] | None = None
+) -> dict[str, float]:
+    """Each vehicle's newest stored fix time in epoch seconds: every vehicle's, or some."""
+    if vehicle_ids is None:
+        rows = conn.execute(_NEWEST_FIXES).fetchall()
+    else:
+        rows = conn.execute(_NEWEST_VEHICLE_FIXES, {"vehicle_ids": list(vehicle_ids)}).fetchall()
+    return {vid: float(ts) for vid, ts in rows}
+
+
+def state_revisions(
+    conn: psycopg.Connection[Any], vehicle_ids: Collection[str] | None = None
+) -> dict[str, int]:
+    """Each vehicle state's revision (`vehicle_state.rev`): every vehicle's, or some."""
+    if vehicle_ids is None:
+        return dict(conn.execute(_STATE_REVISIONS).fetchall())
+    params = {"vehicle_ids": list(vehicle_ids)}
+    return dict(conn.execute(_VEHICLE_STATE_REVISIONS, params).fetchall())
+
+
+def lock_stripe(vehicle_id: str) -> int:
+    """The lock stripe of a vehicle: the same on every hub (crc32, not Python's hash)."""
+    return zlib.crc32(vehicle_id.encode()) % LOCK_STRIPES
+
+
+def lock_vehicles(conn: psycopg.Connection[Any], vehicle_ids: Iterable[str]) -> None:
+    """Hold these vehicles' event state for the rest of the caller's transaction.
+
+    Two hubs sharing a subscription may each get some of one vehicle's messages. The one
+    that locks second waits for the other's commit, then sees its state revision (and
+    reloads what moved). Vehicles share 1,024 stripes: a transaction never holds more
+    locks than that (each takes a slot of the server's lock table, which is sized by
+    max_locks_per_transaction x max_connections), at the price of now and then waiting
+    for a vehicle it does not share.
+    """
+    stripes = sorted({lock_stripe(vid) for vid in vehicle_ids})
+    if stripes:
+        conn.execute(_LOCK_STRIPES, {"space": LOCK_SPACE, "stripes": stripes})
 
 
 def save_conditions(conn: psycopg.Connection[Any], states: Mapping[str, dict[str, Any]]) -> None:
@@ -481,7 +562,18 @@ def rented_vehicles(conn: psycopg.Connection[Any]) -> set[str]:
     return {vid for (vid,) in conn.execute(_RENTED_VEHICLES).fetchall()}
 
 
-def mark_silent_offline(conn: psycopg.Connection[Any], timeout_s: float) -> list[LiveState]:
-    """Mark offline every online vehicle not heard from for `timeout_s`; return them."""
+def silent_vehicles(conn: psycopg.Connection[Any], timeout_s: float) -> list[str]:
+    """Online vehicles not heard from for `timeout_s` (lock them, then `mark_offline`)."""
+    rows = conn.execute(_SILENT_VEHICLES, {"timeout_s": timeout_s}).fetchall()
+    return [vid for (vid,) in rows]
+
+
+def mark_offline(
+    conn: psycopg.Connection[Any], vehicle_ids: Collection[str], timeout_s: float
+) -> list[LiveState]:
+    """Mark offline those of `vehicle_ids` still silent for `timeout_s`; return them."""
+    if not vehicle_ids:
+        return []
+    params = {"vehicle_ids": list(vehicle_ids), "timeout_s": timeout_s}
     with conn.cursor(row_factory=class_row(LiveState)) as cur:
-        return cur.execute(_MARK_SILENT_OFFLINE, {"timeout_s": timeout_s}).fetchall()
+        return cur.execute(_MARK_OFFLINE, params).fetchall()

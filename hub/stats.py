@@ -57,6 +57,8 @@ class HubStats:
     live_errors: int = 0
     commands_confirmed: int = 0
     events_raised: int = 0
+    state_reloads: int = 0
+    """Vehicles whose event state another hub had moved on, reloaded before a batch."""
 
     # Written by the command dispatcher thread.
     commands_sent: int = 0

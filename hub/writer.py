@@ -72,6 +72,11 @@ class Written(NamedTuple):
     """Commands it confirmed."""
 
 
+def batch_vehicles(batch: Batch) -> set[str]:
+    """The vehicles whose state a batch moves: those it has fixes or presence news of."""
+    return {*(row.vehicle_id for row in batch.rows), *batch.presence}
+
+
 class Writer:
     """Commits batches, acks them, fans them out; retries while the database is away."""
 
@@ -240,7 +245,7 @@ class Writer:
 
     def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> Written:
         with conn.transaction():
-            self._events.prepare(conn)
+            self._events.prepare(conn, batch_vehicles(batch))
             inserted = repository.store_telemetry(conn, batch.rows) if batch.rows else 0
             repository.store_dead_letters(conn, batch.dead_letters)
             states = repository.advance_states(conn, batch.latest, batch.presence)
@@ -255,7 +260,7 @@ class Writer:
         latest: dict[str, TelemetryRow] = {}
         accepted: list[TelemetryRow] = []
         with conn.transaction():
-            self._events.prepare(conn)
+            self._events.prepare(conn, batch_vehicles(batch))
             for message in batch.telemetry_messages:
                 rows = batch.rows[message.first_row : message.end_row]
                 try:
@@ -303,7 +308,9 @@ class Writer:
         try:
             conn = self._connection()
             with conn.transaction():
-                offline = repository.mark_silent_offline(conn, self._silence_timeout_s)
+                silent = repository.silent_vehicles(conn, self._silence_timeout_s)
+                self._events.prepare(conn, silent)
+                offline = repository.mark_offline(conn, silent, self._silence_timeout_s)
                 self._events.detect(conn, rows=(), states=offline)
                 self._events.refresh(conn)
         except psycopg.Error as exc:

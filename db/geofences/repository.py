@@ -126,6 +126,10 @@ _SAVE_STATES: LiteralString = """
 _LOAD_POSITIONS: LiteralString = """
     SELECT vehicle_id, ts, lat, lon FROM vehicle_state WHERE lat IS NOT NULL
 """
+_LOAD_VEHICLE_POSITIONS: LiteralString = """
+    SELECT vehicle_id, ts, lat, lon FROM vehicle_state
+    WHERE lat IS NOT NULL AND vehicle_id = ANY(%s)
+"""
 
 
 def geofence_params(spec: GeofenceSpec) -> dict[str, Any]:
@@ -276,7 +280,14 @@ def save_geofence_states(conn: psycopg.Connection[Any], states: Iterable[Geofenc
         return cur.rowcount
 
 
-def load_last_positions(conn: psycopg.Connection[Any]) -> list[VehiclePosition]:
-    """Each vehicle's newest stored position (`vehicle_state`): the start of its next segment."""
+def load_last_positions(
+    conn: psycopg.Connection[Any], vehicle_ids: Sequence[str] | None = None
+) -> list[VehiclePosition]:
+    """Newest stored positions (`vehicle_state`), the starts of the next segments.
+
+    Every vehicle's, or those of some vehicles.
+    """
     with conn.cursor(row_factory=class_row(VehiclePosition)) as cur:
-        return cur.execute(_LOAD_POSITIONS).fetchall()
+        if vehicle_ids is None:
+            return cur.execute(_LOAD_POSITIONS).fetchall()
+        return cur.execute(_LOAD_VEHICLE_POSITIONS, (list(vehicle_ids),)).fetchall()

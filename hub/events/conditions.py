@@ -142,6 +142,21 @@ class ConditionDetector:
             record = self.record(vehicle_id)
             record.last_ts = max(record.last_ts, ts)
 
+    def replace(
+        self,
+        vehicle_ids: Iterable[str],
+        records: Mapping[str, Conditions],
+        newest_fix: Mapping[str, float],
+    ) -> None:
+        """Take some vehicles' records as stored (another hub moved them on); as `load`.
+
+        A vehicle of `vehicle_ids` without a stored record starts afresh.
+        """
+        for vehicle_id in vehicle_ids:
+            record = self._records[vehicle_id] = records.get(vehicle_id) or Conditions()
+            record.last_ts = max(record.last_ts, newest_fix.get(vehicle_id, 0.0))
+            self._dirty.discard(vehicle_id)
+
     def record(self, vehicle_id: str) -> Conditions:
         """The vehicle's record (a fresh one if it has none)."""
         found = self._records.get(vehicle_id)

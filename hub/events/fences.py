@@ -103,6 +103,14 @@ class FenceEvents:
             self.engine.reload(load_active_geofences(conn))
             log.info("geofences reloaded: %d active", self.engine.index.size)
 
+    def reload_vehicles(self, conn: psycopg.Connection[Any], vehicle_ids: Sequence[str]) -> None:
+        """Take these vehicles' state and last positions as stored (another hub moved them)."""
+        self.engine.replace_vehicles(
+            vehicle_ids,
+            load_geofence_states(conn, vehicle_ids),
+            load_last_positions(conn, vehicle_ids),
+        )
+
     def evaluate(
         self, conn: psycopg.Connection[Any], rows: Sequence[TelemetryRow], *, now: datetime
     ) -> list[Event]:

@@ -26,7 +26,7 @@ from hub.events.model import Event, EventKind
 from hub.fanout import LIVE_CHANNEL, REDIS_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Collection, Iterable, Sequence
 
     import psycopg
 
@@ -126,6 +126,8 @@ class EventPipeline:
             redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
         )
         self._loaded = False
+        self._revisions: dict[str, int] = {}
+        """Each vehicle state's revision as this hub last wrote or read it (see `prepare`)."""
         self._rented: set[str] = set()
         self._stored: list[tuple[int, Event]] = []
 
@@ -145,9 +147,18 @@ class EventPipeline:
         self._stored.clear()
         self._to_notify.clear()
 
-    def prepare(self, conn: psycopg.Connection[Any]) -> None:
-        """Load state if needed; call first in the batch's transaction (see FenceEvents)."""
+    def prepare(self, conn: psycopg.Connection[Any], vehicle_ids: Collection[str] = ()) -> None:
+        """Get ready to detect the events of `vehicle_ids`; call first in their transaction.
+
+        Loads the state the first time (and after a failed transaction), then locks the
+        vehicles until the commit and reloads those another hub moved on meanwhile: hubs
+        sharing a subscription each get some of a vehicle's fixes, and must take turns on
+        its state rather than each keep a copy that sees half the track.
+        """
         if not self._loaded:
+            # Revisions first: state read after them is at least as new, so a hub that
+            # commits in between shows up as a revision mismatch, not as lost news.
+            self._revisions = repository.state_revisions(conn)
             saved = repository.load_conditions(conn)
             self.detector.load(
                 {vid: Conditions.from_json(s) for vid, s in saved.items()},
@@ -156,6 +167,24 @@ class EventPipeline:
             self.refresh(conn)
             self._loaded = True
         self.fences.prepare(conn)
+        if vehicle_ids:
+            self._take_turn(conn, vehicle_ids)
+
+    def _take_turn(self, conn: psycopg.Connection[Any], vehicle_ids: Collection[str]) -> None:
+        repository.lock_vehicles(conn, vehicle_ids)
+        revisions = repository.state_revisions(conn, vehicle_ids)
+        moved = [vid for vid, rev in revisions.items() if self._revisions.get(vid) != rev]
+        if not moved:
+            return
+        saved = repository.load_conditions(conn, moved)
+        self.detector.replace(
+            moved,
+            {vid: Conditions.from_json(s) for vid, s in saved.items()},
+            repository.newest_fixes(conn, moved),
+        )
+        self.fences.reload_vehicles(conn, moved)
+        self._revisions.update((vid, revisions[vid]) for vid in moved)
+        self._stats.state_reloads += len(moved)
 
     def detect(
         self,
@@ -165,8 +194,10 @@ class EventPipeline:
         states: Iterable[LiveState],
         outcomes: Iterable[CommandOutcome] = (),
     ) -> int:
-        """Find and store the events of one batch, in its transaction; return how many."""
-        self.prepare(conn)
+        """Find and store the events of one batch, in its transaction; return how many.
+
+        Call `prepare` first with the vehicles of `rows` and `states`.
+        """
         now = datetime.now(UTC)
         # Fences first: the condition detector asks them for the speed limit where a car is.
         events = self.fences.evaluate(conn, rows, now=now)
@@ -177,6 +208,8 @@ class EventPipeline:
             on_trip=lambda vehicle_id: vehicle_id in self._rented,
         )
         for state in states:
+            # This transaction wrote that revision; if it rolls back, everything reloads.
+            self._revisions[state.vehicle_id] = state.rev
             event = self.detector.apply_presence(
                 state.vehicle_id,
                 online=state.online,

@@ -345,6 +345,32 @@ class GeofenceEngine:
                 self._last_lat[vehicle] = position.lat
         self._rebuild_keys()
 
+    def replace_vehicles(
+        self,
+        vehicle_ids: Iterable[str],
+        states: Iterable[GeofenceState],
+        positions: Iterable[VehiclePosition] = (),
+    ) -> None:
+        """Forget what the engine knows of some vehicles and resume them from stored state.
+
+        For vehicles another hub has moved on since this engine last saw them (hubs that
+        share a subscription take turns on a vehicle): their stays, newest fix and unsaved
+        changes give way to `states` and `positions` of those vehicles, as in `load_state`.
+        """
+        size = self._index.size
+        slot_of = self._index.slot_of
+        forgotten = {self._vehicle(vehicle_id) for vehicle_id in vehicle_ids}
+        for vehicle in forgotten:
+            for geofence_id in self._stays.pop(vehicle, {}):
+                slot = slot_of.get(geofence_id)
+                if slot is not None:
+                    self._engaged.pop(vehicle * size + slot, None)
+            self._last_t[vehicle] = -math.inf
+            self._last_lon[vehicle] = math.nan
+            self._last_lat[vehicle] = math.nan
+        self._dirty = {key: s for key, s in self._dirty.items() if key[0] not in forgotten}
+        self.load_state(states, positions)
+
     def states(self) -> list[GeofenceState]:
         """Every engaged (inside or dwelling) state the engine holds."""
         return [

@@ -42,6 +42,7 @@ def state(vehicle: str, second: int, **changes: Any) -> LiveState:
         alarm=None,
         online=True,
         last_seen_at=T0 + timedelta(seconds=second),
+        rev=second,
     )
     return replace(base, **changes)
 

@@ -135,9 +135,19 @@ def test_silent_vehicles_are_marked_offline(migrated_database_url: str, car: str
     url = migrated_database_url
     apply(url, batch_of(row(car, 1), seen_at=datetime.now(UTC) - timedelta(minutes=10)))
     with psycopg.connect(url, autocommit=True) as conn:
-        assert car not in [s.vehicle_id for s in repository.mark_silent_offline(conn, 3600)]
-        swept = repository.mark_silent_offline(conn, 300)
-    assert car in [s.vehicle_id for s in swept]
+        assert car not in repository.silent_vehicles(conn, 3600)
+        assert car in repository.silent_vehicles(conn, 300)
+        # Heard from again between the look and the marking: stays online.
+        conn.execute("UPDATE vehicle_state SET last_seen_at = now() WHERE vehicle_id = %s", [car])
+        assert repository.mark_offline(conn, [car], 300) == []
+        conn.execute(
+            "UPDATE vehicle_state SET last_seen_at = now() - interval '10 minutes'"
+            " WHERE vehicle_id = %s",
+            [car],
+        )
+        before = repository.state_revisions(conn, [car])[car]
+        swept = repository.mark_offline(conn, [car], 300)
+    assert [(s.vehicle_id, s.online, s.rev) for s in swept] == [(car, False, before + 1)]
     assert state(url, car)["online"] is False
 
 
