@@ -2,7 +2,8 @@
 
 `Conn` is a pooled connection inside one transaction per request: committed after the
 endpoint returns and before the response is sent, rolled back if anything raises (except
-an ApiError that `keeps_changes`). Services never commit.
+an ApiError that `keeps_changes`); GET and HEAD requests read in autocommit instead
+(`READ_METHODS`). Services never commit.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from ipaddress import ip_address
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import redis.asyncio
 from fastapi import Depends, Request, Response
@@ -87,7 +88,37 @@ async def unit_of_work(resources: Resources) -> AsyncIterator[AsyncConnection[An
         raise ServiceUnavailableError("database unavailable; retry shortly") from exc
 
 
-async def _connection(resources: ResourcesDep) -> AsyncIterator[AsyncConnection[Any]]:
+# Methods that only read. They run in autocommit: under READ COMMITTED every statement
+# takes its own snapshot inside a transaction too, so a read loses nothing and saves the
+# BEGIN and COMMIT round trips (two of a search's five). The one write a read may do, the
+# session's last-seen touch, is a single statement.
+READ_METHODS: Final = frozenset({"GET", "HEAD"})
+
+
+@asynccontextmanager
+async def reading(resources: Resources) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pooled connection in autocommit, for a request that only reads."""
+    try:
+        async with resources.pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                # Back to the pool as it was lent: the next borrower may write.
+                if not conn.closed:
+                    await conn.set_autocommit(False)
+    except (PoolTimeout, OperationalError) as exc:
+        log.warning("database unavailable: %s", exc)
+        raise ServiceUnavailableError("database unavailable; retry shortly") from exc
+
+
+async def _connection(
+    request: Request, resources: ResourcesDep
+) -> AsyncIterator[AsyncConnection[Any]]:
+    if request.method in READ_METHODS:
+        async with reading(resources) as conn:
+            yield conn
+        return
     async with unit_of_work(resources) as conn:
         yield conn
 
