@@ -23,6 +23,7 @@ from api.auth.endpoints import router as auth_router
 from api.context import REQUEST_ID_HEADER
 from api.deps import RateLimit, RejectUnknownQuery
 from api.errors import error_responses, install_error_handlers
+from api.event_rules.endpoints import admin_router as event_rules_router
 from api.events.endpoints import admin_router as events_router
 from api.fleet.endpoints import router as fleet_router
 from api.fleet.files import router as files_router
@@ -88,6 +89,8 @@ def _check_endpoint_budgets(settings: ApiSettings) -> None:
         fleet_router,
         files_router,
         geofences_router,
+        events_router,
+        event_rules_router,
     )
     known = {
         route.name for router in routers for route in router.routes if isinstance(route, APIRoute)
@@ -171,6 +174,7 @@ def create_app(settings: ApiSettings | None = None, *, clock: Clock = time.time)
     v1.include_router(vehicles_router)
     v1.include_router(maintenance_router)
     v1.include_router(events_router)
+    v1.include_router(event_rules_router)
     v1.include_router(geofences_router)
     app.include_router(v1)
     app.include_router(health.router)

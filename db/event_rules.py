@@ -6,6 +6,9 @@ event's fence's rule, else the kind's default rule). It lists the channels the w
 issues to the car in the transaction that stores the event. A disabled rule decides too:
 nothing happens.
 
+Every change to `event_rules` NOTIFYs `freecar_event_rules` when it commits (trigger of
+migration 0055), so hubs reload the rules before their next batch.
+
     rules = RuleBook(load_rules(conn))
     rule = rules.match("moving_while_locked", geofence_id=None)
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, LiteralString
+from typing import TYPE_CHECKING, Any, Final, LiteralString
 
 from psycopg.rows import class_row
 
@@ -22,6 +25,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     import psycopg
+
+# The channel the 0055 trigger notifies on; the payload is the statement (INSERT, UPDATE,
+# DELETE or TRUNCATE) and carries nothing a hub needs: it reloads every rule.
+EVENT_RULES_CHANNEL: Final = "freecar_event_rules"
+LISTEN_EVENT_RULES: Final[LiteralString] = "LISTEN freecar_event_rules"
 
 
 class EventKindName(StrEnum):

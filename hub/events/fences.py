@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from db.geofences import (
+    GEOFENCES_CHANNEL,
     LISTEN_GEOFENCES,
     load_active_geofences,
     load_geofence_states,
@@ -79,8 +80,10 @@ class FenceEvents:
         # Whatever changed while there was no connection went unheard.
         self._fences_changed = True
 
-    def _on_notify(self, _notify: psycopg.Notify) -> None:
-        self._fences_changed = True
+    def _on_notify(self, notify: psycopg.Notify) -> None:
+        # Every handler hears every channel the writer's connection listens on.
+        if notify.channel == GEOFENCES_CHANNEL:
+            self._fences_changed = True
 
     def rolled_back(self) -> None:
         """The batch's transaction failed: start again from what the database holds."""

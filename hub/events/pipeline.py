@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
-from db.event_rules import RuleBook, load_rules
+from db.event_rules import EVENT_RULES_CHANNEL, LISTEN_EVENT_RULES, RuleBook, load_rules
 from hub import repository
 from hub.events.actions import apply_rules
 from hub.events.conditions import ConditionDetector, Conditions
@@ -126,6 +126,8 @@ class EventPipeline:
             redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
         )
         self._loaded = False
+        self._rules_changed = False
+        """A NOTIFY said the rules changed: `prepare` reloads them (see `listen`)."""
         self._revisions: dict[str, int] = {}
         """Each vehicle state's revision as this hub last wrote or read it (see `prepare`)."""
         self._rented: set[str] = set()
@@ -137,8 +139,17 @@ class EventPipeline:
         self.rules = RuleBook(load_rules(conn))
 
     def listen(self, conn: psycopg.Connection[Any]) -> None:
-        """Set up a new writer connection: hear when geofences change."""
+        """Set up a new writer connection: hear when geofences or event rules change."""
         self.fences.listen(conn)
+        conn.add_notify_handler(self._on_notify)
+        conn.execute(LISTEN_EVENT_RULES)
+        # Whatever changed while there was no connection went unheard.
+        self._rules_changed = True
+
+    def _on_notify(self, notify: psycopg.Notify) -> None:
+        # Every handler hears every channel the connection listens on.
+        if notify.channel == EVENT_RULES_CHANNEL:
+            self._rules_changed = True
 
     def rolled_back(self) -> None:
         """The transaction that ran `detect()` failed: reload state before the next one."""
@@ -164,8 +175,14 @@ class EventPipeline:
                 {vid: Conditions.from_json(s) for vid, s in saved.items()},
                 repository.newest_fixes(conn),
             )
+            # Cleared before the load: a change committed meanwhile is heard, and reloaded.
+            self._rules_changed = False
             self.refresh(conn)
             self._loaded = True
+        elif self._rules_changed:
+            self._rules_changed = False
+            self.rules = RuleBook(load_rules(conn))
+            log.info("event rules reloaded: %d", len(self.rules))
         self.fences.prepare(conn)
         if vehicle_ids:
             self._take_turn(conn, vehicle_ids)
