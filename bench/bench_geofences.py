@@ -3,7 +3,7 @@
 The fences are a synthetic but city-shaped set around Shanghai: one service area of about
 6,000 km2 (a few hundred vertices) that every fix is inside, then parking zones (circles of
 80-400 m, 70%), irregular polygons (300 m to 3 km across, 20%) and corridors (1-5 km long,
-30-100 m wide, 10%), their centres scattered about People's Square (sigma 12 km). The fleet is
+30-100 m wide, 10%), their centres scattered about People's Square (sigma 20 km). The fleet is
 1,000 cars, a third parked (GPS jitter only) and the rest driving at 18-54 km/h with a fix
 every 5 s, in batches of 5,000 fixes as the hub writes them (`bench_storage.BATCH`).
 

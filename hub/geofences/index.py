@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
+from hub.geofences.grid import BoxGrid
 from hub.geofences.projection import from_plane, metres_per_unit, to_plane
 from hub.geofences.shapes import (
     INSCRIBED_TOLERANCE,
@@ -28,6 +29,7 @@ from hub.geofences.shapes import (
     build_shape,
     circle_distances_m,
     circle_polygons,
+    point_to_segment,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +49,11 @@ GeomArray = NDArray[np.object_]
 # grown by this much more than the largest exit margin). A consumer GPS reports 3-15 m under
 # open sky and 20-50 m in urban canyons; a worse fix is rare and gets a box of its own.
 QUERY_ACCURACY_M: Final = 50.0
+# Most facets an area may have to be measured with arrays rather than by GEOS, which finds
+# the nearest through an index of them (and needs a Point). The arrays' cost grows with the
+# facets, GEOS's barely; on the benchmark's areas (24 facets typically, 90% under 40) the
+# arrays cost less up to this many at least.
+MAX_FACETS: Final = 64
 # The disc shortcuts measure with the fix's scale; across a disc of up to 50 km the scale
 # drifts by under 0.5% (tan(lat) * r / R), so their depths are taken 1% short.
 _DISC_SAFETY: Final = 0.99
@@ -76,18 +83,30 @@ def _steady(
 ) -> BoolArray:
     """Pairs of a (vehicle, fence) that keeps its state all batch: all in, or all out.
 
-    Only the keys of `unsettled` pairs are examined (the others are True): a settled
-    pair's class is exact already.
+    Pairs come grouped by key. Only the steadiness of `unsettled` pairs matters (a settled
+    pair's class is exact already), so none is computed when there are none.
     """
-    steady: BoolArray = np.ones(len(pair_key), dtype=bool)
     if not unsettled.any():
+        steady: BoolArray = np.ones(len(pair_key), dtype=bool)
         return steady
-    mine = np.flatnonzero(member(pair_key, np.unique(pair_key[unsettled])))
-    keys, owner, pairs = np.unique(pair_key[mine], return_inverse=True, return_counts=True)
-    inside_pairs = np.bincount(owner, weights=inside[mine], minlength=len(keys))[owner]
-    all_inside = (pairs[owner] == fixes_of_vehicle[mine]) & (inside_pairs == pairs[owner])
-    steady[mine] = np.where(engaged_inside[mine], all_inside, inside_pairs == 0)
-    return steady
+    starts = runs(pair_key)
+    pairs = np.diff(starts, append=len(pair_key))
+    inside_pairs = np.add.reduceat(inside, starts, dtype=np.int64)
+    all_inside = (pairs == fixes_of_vehicle[starts]) & (inside_pairs == pairs)
+    return np.repeat(np.where(engaged_inside[starts], all_inside, inside_pairs == 0), pairs)
+
+
+def runs(keys: IntArray) -> IntArray:
+    """Where each run of equal values starts, in an array grouped by value."""
+    if len(keys) == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+
+
+def member_grouped(values: IntArray, sorted_keys: IntArray) -> BoolArray:
+    """`member` for values grouped by value (equal ones together): one search per run."""
+    starts = runs(values)
+    return np.repeat(member(values[starts], sorted_keys), np.diff(starts, append=len(values)))
 
 
 def member(values: IntArray, sorted_keys: IntArray) -> BoolArray:
@@ -168,10 +187,14 @@ class FenceIndex:
         self.max_exit_m = float(self.exit_m.max()) if self.size else 0.0
         self.min_crossing_depth_m = float(self.crossing_depth_m.min()) if self.size else 0.0
         self.query_pad_m = self.max_exit_m + QUERY_ACCURACY_M
-        boxes, self._owner = self._padded_boxes()
+        bounds, self._owner = self._padded_boxes()
         # Tree items that are one piece of a corridor: a fix near a joint finds two.
         self._piece: BoolArray = self.kinds[self._owner] == ShapeKind.CORRIDOR
-        self.tree = shapely.STRtree(boxes)
+        # The same boxes twice: a tree for steps and boxes, a grid for the fixes as points.
+        self.tree = shapely.STRtree(
+            shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
+        )
+        self._grid = BoxGrid(bounds)
         self._active: dict[tuple[int, int], bool] = {}
 
     def _derive(self, geometries: list[shapely.Geometry | None], least_scale: FloatArray) -> None:
@@ -214,6 +237,12 @@ class FenceIndex:
                 (self.reach_m[corridor] + self.exit_m[corridor]) / scale[corridor],
                 quad_segs=QUAD_SEGS,
             )
+        rings, ring_slot = _rings(drawn[area], area)
+        self.facets = _Facets(
+            np.concatenate([self.lines[corridor], rings]),
+            np.concatenate([corridor, ring_slot]),
+            size,
+        )
         if len(area):
             polygons = drawn[area]
             self.outlines[area] = polygons
@@ -251,8 +280,8 @@ class FenceIndex:
         np.maximum.at(outer, owner, reach)
         self.outer_radius[area] = outer
 
-    def _padded_boxes(self) -> tuple[GeomArray, IntArray]:
-        """The tree's boxes and the slot of each: one per fence, one per corridor piece.
+    def _padded_boxes(self) -> tuple[FloatArray, IntArray]:
+        """The tree's boxes (bounds) and the slot of each: one per fence, one per corridor piece.
 
         A long corridor's box is mostly far from it (a diagonal road's box is a square),
         so each of its straight pieces gets a box of its own.
@@ -275,19 +304,25 @@ class FenceIndex:
             lows_y.append(pieces[:, 1] - reach)
             highs_x.append(pieces[:, 2] + reach)
             highs_y.append(pieces[:, 3] + reach)
-        boxes = shapely.box(
-            np.concatenate(lows_x),
-            np.concatenate(lows_y),
-            np.concatenate(highs_x),
-            np.concatenate(highs_y),
+        bounds = np.column_stack(
+            [
+                np.concatenate(lows_x),
+                np.concatenate(lows_y),
+                np.concatenate(highs_x),
+                np.concatenate(highs_y),
+            ]
         )
-        return boxes, np.concatenate(owner).astype(np.int64)
+        return bounds, np.concatenate(owner).astype(np.int64)
 
     def query(self, geometries: GeomArray) -> tuple[IntArray, IntArray]:
         """(geometry, slot) pairs whose padded boxes meet: each pair once."""
         found = self.tree.query(geometries)
-        item, slot = found[0], self._owner[found[1]]
-        twice = self._piece[found[1]]
+        return self._once(found[0], found[1])
+
+    def _once(self, item: IntArray, box: IntArray) -> tuple[IntArray, IntArray]:
+        """(item, slot) pairs of (item, box) pairs: a fence found by several boxes once."""
+        slot = self._owner[box]
+        twice = self._piece[box]
         if twice.any():
             # Pieces of one corridor found by one geometry: keep one pair.
             pieces = np.flatnonzero(twice)
@@ -327,7 +362,7 @@ class FenceIndex:
         if self.size == 0 or len(columns.x) == 0:
             empty: IntArray = np.empty(0, dtype=np.int64)
             return empty, empty.copy()
-        fix, slot = self.query(columns.points())
+        fix, slot = self._once(*self._grid.query(columns.x, columns.y))
         vague = np.flatnonzero(columns.acc > QUERY_ACCURACY_M)
         if len(vague):
             x, y = columns.x[vague], columns.y[vague]
@@ -382,7 +417,7 @@ class FenceIndex:
         pick = np.flatnonzero(kinds == ShapeKind.CORRIDOR)
         if len(pick):
             f, s = fix[pick], slot[pick]
-            distance = shapely.distance(self.lines[s], columns.points()[f]) * columns.scale[f]
+            distance = self.facets.distances(s, columns.x[f], columns.y[f]) * columns.scale[f]
             depth = self.reach_m[s] - distance
             classes[pick] = _from_depth(depth, need_enter[pick], need_exit[pick])
             outside[pick] = np.maximum(-depth, 0.0)
@@ -431,8 +466,8 @@ class FenceIndex:
         # Then the exact tests, only where the discs left a question that matters.
         unsure = np.flatnonzero(~inner & ~outer)
         if len(unsure):
-            points = columns.points()[fix[unsure]]
-            inside = shapely.intersects(self.outlines[slot[unsure]], points)
+            f = fix[unsure]
+            inside = shapely.intersects_xy(self.outlines[slot[unsure]], columns.x[f], columns.y[f])
             classes[unsure[inside]] = Depth.IN
         inside = classes >= Depth.IN
         # A pair whose vehicle is steady (inside all batch, or outside all batch) needs no
@@ -446,19 +481,43 @@ class FenceIndex:
         ask = np.flatnonzero(inside & (classes != Depth.DEEP) & ~steady)
         if len(ask):
             reach = need_enter[ask] / columns.scale[fix[ask]]
-            near = shapely.dwithin(  # type: ignore[call-overload] # the stubs allow one distance, shapely takes an array
-                self.boundaries[slot[ask]], columns.points()[fix[ask]], reach
-            )
+            near = self._within(self.boundaries, slot[ask], fix[ask], columns, reach)
             classes[ask[(reach <= 0) | ~near]] = Depth.DEEP
         # Far enough to exit?
         ask = np.flatnonzero(~inside & (classes != Depth.FAR_OUT) & ~steady)
         if len(ask):
             reach = need_exit[ask] / columns.scale[fix[ask]]
-            near = shapely.dwithin(  # type: ignore[call-overload] # as above
-                self.outlines[slot[ask]], columns.points()[fix[ask]], reach
-            )
+            near = self._within(self.outlines, slot[ask], fix[ask], columns, reach)
             classes[ask[~near]] = Depth.FAR_OUT
         return classes, outside
+
+    def _within(
+        self,
+        shapes: GeomArray,
+        slot: IntArray,
+        fix: IntArray,
+        columns: FixColumns,
+        reach: FloatArray,
+    ) -> BoolArray:
+        """`shapely.dwithin(shapes[slot], fix, reach)`, for fixes on the boundary or outside.
+
+        Either way the distance is to the area's rings: measured here for areas of a few
+        dozen facets, by GEOS's index for bigger ones. (For a point on the boundary and a
+        distance below 0 the two differ; `reach` is never negative.)
+        """
+        near: BoolArray = np.zeros(len(slot), dtype=bool)
+        few = self.facets.count[slot] <= MAX_FACETS
+        pick = np.flatnonzero(few)
+        if len(pick):
+            f = fix[pick]
+            distance = self.facets.distances(slot[pick], columns.x[f], columns.y[f])
+            near[pick] = distance <= reach[pick]
+        pick = np.flatnonzero(~few)
+        if len(pick):
+            near[pick] = shapely.dwithin(  # type: ignore[call-overload] # the stubs allow one distance, shapely takes an array
+                shapes[slot[pick]], columns.points(fix[pick]), reach[pick]
+            )
+        return near
 
     def contains(self, slot: IntArray, x: FloatArray, y: FloatArray) -> BoolArray:
         """Whether each plane point is inside (at any depth) its fence."""
@@ -472,22 +531,23 @@ class FenceIndex:
         pick = np.flatnonzero(kinds != ShapeKind.CIRCLE)
         if len(pick):
             s = slot[pick]
-            inside[pick] = shapely.intersects(self.outlines[s], shapely.points(x[pick], y[pick]))
+            inside[pick] = shapely.intersects_xy(self.outlines[s], x[pick], y[pick])
             corridors = pick[kinds[pick] == ShapeKind.CORRIDOR]
             if len(corridors):
                 s = slot[corridors]
-                points = shapely.points(x[corridors], y[corridors])
-                gap = shapely.distance(self.lines[s], points) * self.scale[s]
+                gap = self.facets.distances(s, x[corridors], y[corridors]) * self.scale[s]
                 inside[corridors] = gap <= self.reach_m[s]
         return inside
 
     def crossings(
-        self, segments: Segments, pair_segment: IntArray, slot: IntArray
+        self, segments: Segments, pair_segment: IntArray, slot: IntArray, *, exits: BoolArray
     ) -> tuple[BoolArray, FloatArray, FloatArray]:
         """Which steps pass at least the enter margin inside their fence, and where.
 
         Returns (hit, into, out): for a hit, how far along the step (0..1) it first reaches
-        the enter margin, and last is within the exit margin.
+        the enter margin, and last is within the exit margin. `out` is only measured where
+        `exits` says the step may end outside far enough to exit (nan elsewhere): for an
+        area or a corridor that is a polygon overlay, the dearest test there is.
         """
         count = len(slot)
         hits: BoolArray = np.zeros(count, dtype=bool)
@@ -549,8 +609,11 @@ class FenceIndex:
                     (ax[found], ay[found], dx[found], dy[found], length2[found]),
                     first=True,
                 )
+                leave = exits[found]
+                found = found[leave]
+            if len(found):
                 out[found] = _fractions(
-                    shapely.intersection(lines[hit], self.dilated[s[hit]]),
+                    shapely.intersection(lines[hit][leave], self.dilated[slot[found]]),
                     (ax[found], ay[found], dx[found], dy[found], length2[found]),
                     first=False,
                 )
@@ -577,6 +640,50 @@ def _fractions(
     return result
 
 
+class _Facets:
+    """The straight pieces (facets) of fences' lines: corridor centre lines, area rings.
+
+    GEOS measures a point's distance to a line or polygon as the least of
+    `Distance::pointToSegment` over its facets (`shape.point_to_segment` repeats it), and
+    `dwithin` asks whether that least is within the distance. For fences of a few dozen
+    facets, arrays do that for a whole batch at once, with no Point built per fix, to the
+    same doubles.
+    """
+
+    def __init__(self, lines: GeomArray, slots: IntArray, size: int) -> None:
+        # `lines`: linestrings and rings, each a piece of the fence in its slot.
+        coords, line = shapely.get_coordinates(lines, return_index=True)
+        # Consecutive vertices of one line make a facet.
+        joined = np.flatnonzero(line[1:] == line[:-1])
+        owner = slots[line[joined]]
+        order = np.argsort(owner, kind="stable")  # grouped by slot, in drawing order
+        start, end = coords[joined[order]], coords[joined[order] + 1]
+        self.ax, self.ay, self.bx, self.by = start[:, 0], start[:, 1], end[:, 0], end[:, 1]
+        self.count: IntArray = np.bincount(owner, minlength=size).astype(np.int64)
+        self.first: IntArray = np.cumsum(self.count) - self.count
+
+    def distances(self, slot: IntArray, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Plane distance from each point to its fence's facets, as `shapely.distance`."""
+        if len(slot) == 0:
+            return np.empty(0)
+        count = self.count[slot]
+        starts = np.cumsum(count) - count
+        owner = np.repeat(np.arange(len(slot)), count)
+        piece = np.repeat(self.first[slot] - starts, count) + np.arange(len(owner))
+        each = point_to_segment(
+            x[owner], y[owner], self.ax[piece], self.ay[piece], self.bx[piece], self.by[piece]
+        )
+        nearest: FloatArray = np.minimum.reduceat(each, starts)
+        return nearest
+
+
+def _rings(polygons: GeomArray, slots: IntArray) -> tuple[GeomArray, IntArray]:
+    """Every ring (exterior and holes) of each polygon or multipolygon, with its slot."""
+    parts, part = shapely.get_parts(polygons, return_index=True)
+    rings, ring = shapely.get_rings(parts, return_index=True)
+    return rings, slots[part[ring]]
+
+
 class FixColumns:
     """One batch's fixes as columns (sorted by vehicle, then time), with lazy points."""
 
@@ -596,13 +703,22 @@ class FixColumns:
         self.x = x
         self.y = y
         self.scale = scale
-        self._points: GeomArray | None = None
+        # Shapely points, built for a fix when a test first needs it (most never do).
+        self._points: GeomArray = np.empty(len(x), dtype=object)
+        self._built: BoolArray = np.zeros(len(x), dtype=bool)
 
-    def points(self) -> GeomArray:
-        """The fixes as shapely points in the plane (built once, when first needed)."""
-        if self._points is None:
-            self._points = cast("GeomArray", shapely.points(self.x, self.y))
-        return self._points
+    def points(self, fix: IntArray) -> GeomArray:
+        """Some fixes as shapely points in the plane."""
+        wanted = fix[~self._built[fix]]
+        if len(wanted):
+            # Each once (a mark per fix: cheaper than sorting them out with np.unique).
+            mark = np.zeros(len(self.x), dtype=bool)
+            mark[wanted] = True
+            new = np.flatnonzero(mark)
+            self._points[new] = shapely.points(self.x[new], self.y[new])
+            self._built[new] = True
+        points: GeomArray = self._points[fix]
+        return points
 
 
 class Segments:

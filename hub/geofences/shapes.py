@@ -107,6 +107,35 @@ def circle_distances_m(
     return distance
 
 
+def point_to_segment(  # noqa: PLR0913, PLR0917 - three points, as coordinates
+    px: NDArray[np.float64],
+    py: NDArray[np.float64],
+    ax: NDArray[np.float64],
+    ay: NDArray[np.float64],
+    bx: NDArray[np.float64],
+    by: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Distance from each point p to its segment ab, as GEOS measures it.
+
+    The same operations in the same order as GEOS's `Distance::pointToSegment`, so the
+    same doubles as `shapely.distance` to a line (its smallest over the line's segments),
+    for a fraction of the cost: no Point per fix, no call per pair.
+    """
+    dx, dy = bx - ax, by - ay
+    length2 = dx * dx + dy * dy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        along = ((px - ax) * dx + (py - ay) * dy) / length2
+        across = ((ay - py) * dx - (ax - px) * dy) / length2
+    to_a = np.sqrt((px - ax) * (px - ax) + (py - ay) * (py - ay))
+    to_b = np.sqrt((px - bx) * (px - bx) + (py - by) * (py - by))
+    distance: NDArray[np.float64] = np.where(
+        ((dx == 0) & (dy == 0)) | (along <= 0),
+        to_a,
+        np.where(along >= 1, to_b, np.abs(across) * np.sqrt(length2)),
+    )
+    return distance
+
+
 def _to_plane_coords(coords: NDArray[np.float64]) -> NDArray[np.float64]:
     x, y = to_plane(coords[:, 0], coords[:, 1])
     return np.column_stack([x, y])
