@@ -4,14 +4,16 @@ The fences are a synthetic but city-shaped set around Shanghai: one service area
 6,000 km2 (a few hundred vertices) that every fix is inside, then parking zones (circles of
 80-400 m, 70%), irregular polygons (300 m to 3 km across, 20%) and corridors (1-5 km long,
 30-100 m wide, 10%), their centres scattered about People's Square (sigma 20 km). The fleet is
-1,000 cars, a third parked (GPS jitter only) and the rest driving at 18-54 km/h with a fix
-every 5 s, in batches of 5,000 fixes as the hub writes them (`bench_storage.BATCH`).
+1,000 cars that start scattered about it too (sigma 10 km), a third parked (GPS jitter only)
+and the rest driving at 18-54 km/h with a fix every 5 s, in batches of 5,000 fixes as the hub
+writes them (`bench_storage.BATCH`).
 
 Each run measures, on the same fences and batches:
 
 - **STRtree bulk query**: shapely 2's `STRtree.query(points, predicate="intersects")` for
-  the whole batch, positions already projected: the raw index cost, as a ceiling to compare
-  with (it answers only "which fences contain each fix", with no margins, state or time).
+  the whole batch, positions already projected: the cost of a plain spatial index, as a
+  yardstick (it answers only "which fences contain each fix", with no margins, state or
+  time; the engine finds its candidates with a grid of its own, not with this tree).
 - **GeofenceEngine.evaluate**: the whole engine from `TelemetryRow`s to transitions:
   columns, projection, candidates, hysteresis classes, segment crossing and the state
   machine. The note splits its time into phases (microseconds per fix).

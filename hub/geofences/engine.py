@@ -33,9 +33,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from itertools import repeat
 from operator import attrgetter
-from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -56,7 +57,7 @@ from hub.geofences.index import (
 from hub.geofences.projection import metres_per_unit, point_from_plane, to_plane
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from numpy.typing import NDArray
 
@@ -200,7 +201,7 @@ class _Batch:
     """One batch's sorted, kept fixes and what the walk needs of them."""
 
     stamps: list[datetime]  # every fix's ts, in the order given
-    row: list[int]  # original row of each kept fix
+    row: IntArray  # original row of each kept fix
     vehicle: IntArray
     t: FloatArray
     lon: FloatArray
@@ -441,18 +442,20 @@ class GeofenceEngine:
             self._grow(number + 1)
         return number
 
-    def _numbers(self, vehicle_ids: list[str]) -> list[int]:
-        """The vehicle number of each id, numbering new vehicles as they come."""
+    def _numbers(self, fixes: Sequence[Fix]) -> IntArray:
+        """The vehicle number of each fix, numbering new vehicles as they come."""
         known = self._vehicle_index
         try:
             # Every vehicle known: the usual batch, looked up without a Python loop.
-            return list(map(known.__getitem__, vehicle_ids))
+            return np.fromiter(
+                map(known.__getitem__, map(_VEHICLE, fixes)), dtype=np.int64, count=len(fixes)
+            )
         except KeyError:
             before = len(known)
-            numbers = [known.setdefault(v, len(known)) for v in vehicle_ids]
+            numbers = [known.setdefault(f.vehicle_id, len(known)) for f in fixes]
             self._vehicle_ids.extend(list(known)[before:])
             self._grow(len(known))
-            return numbers
+            return np.array(numbers, dtype=np.int64)
 
     def _grow(self, needed: int) -> None:
         size = len(self._last_t)
@@ -499,8 +502,7 @@ class GeofenceEngine:
         stats.add_time("prepare", now - clock)
         clock = now
 
-        fix, slot, pair_key = self._candidates(batch)
-        stats.pairs += len(fix)
+        fix, slot, pair_key, settled = self._candidates(batch)
         now = time.perf_counter()
         stats.add_time("query", now - clock)
         clock = now
@@ -508,14 +510,13 @@ class GeofenceEngine:
         inside_keys, pending_keys = self._keys()
         keys = _Keys(batch, pair_key, size=index.size)
         engaged = member(keys.keys, inside_keys)
-        engaged_inside = keys.spread(engaged)
         classes, outside = index.classify(
             fix,
             slot,
             columns,
             pair_key=pair_key,
             fixes_of_vehicle=keys.spread(keys.fixes),
-            engaged_inside=engaged_inside,
+            engaged_inside=keys.spread(engaged),
         )
         walk_keys, walking = self._keys_to_walk(
             keys,
@@ -523,17 +524,17 @@ class GeofenceEngine:
             engaged=engaged,
             inside_keys=inside_keys,
             pending_keys=pending_keys,
+            settled=settled,
         )
         # A vehicle inside a fence that nothing in the batch can move is done with it: the
-        # bulk of all pairs (every car inside its service area), dropped before the rest.
+        # bulk of all pairs (what `_skip_settled` left), dropped before the rest.
         live = np.flatnonzero(keys.spread(~engaged | walking))
-        fix, slot, classes, outside, pair_key, engaged_inside = (
+        fix, slot, classes, outside, pair_key = (
             fix[live],
             slot[live],
             classes[live],
             outside[live],
             pair_key[live],
-            engaged_inside[live],
         )
         now = time.perf_counter()
         stats.add_time("classify", now - clock)
@@ -548,16 +549,9 @@ class GeofenceEngine:
             # full (a fix after a crossing may be far enough out to exit, or deep enough in).
             redo = np.flatnonzero(member_grouped(pair_key, crossed))
             if len(redo):
-                vehicle = batch.vehicle[fix[redo]]
-                classes[redo], outside[redo] = index.classify(
-                    fix[redo],
-                    slot[redo],
-                    columns,
-                    pair_key=pair_key[redo],
-                    fixes_of_vehicle=batch.end[vehicle] - batch.first[vehicle],
-                    engaged_inside=engaged_inside[redo],
-                    exact=True,
-                )
+                some = classes[redo]
+                index.refine(fix[redo], slot[redo], columns, some)
+                classes[redo] = some
         now = time.perf_counter()
         stats.add_time("crossing", now - clock)
         clock = now
@@ -569,19 +563,50 @@ class GeofenceEngine:
         stats.add_time("walk", time.perf_counter() - clock)
         return transitions
 
-    def _candidates(self, batch: _Batch) -> tuple[IntArray, IntArray, IntArray]:
+    def _candidates(self, batch: _Batch) -> tuple[IntArray, IntArray, IntArray, IntArray]:
         """The index's (fix, slot) pairs with their keys, grouped by key, in time order.
 
         Grouped, every question about a (vehicle, fence) is asked once per key and spread
         over its pairs, and later steps need no sort or search per pair.
         """
         fix, slot = self._index.candidates(batch.columns)
+        self.stats.pairs += len(fix)
+        fix, slot, settled = self._skip_settled(batch, fix, slot)
         pair_key = batch.vehicle[fix] * self._index.size + slot
         # Fixes are sorted by vehicle and time, so by key and fix number is by key and time.
         # (lexsort: stable sorts of nearly sorted columns, several times faster than one
         # argsort of a combined key.)
         order = np.lexsort((fix, pair_key))
-        return fix[order], slot[order], pair_key[order]
+        return fix[order], slot[order], pair_key[order], settled
+
+    def _skip_settled(
+        self, batch: _Batch, fix: IntArray, slot: IntArray
+    ) -> tuple[IntArray, IntArray, IntArray]:
+        """Leave out the pairs of vehicles deep inside a vast fence they are inside.
+
+        Nothing in the batch can move a vehicle inside a fence whose every fix is deep in
+        it: such pairs would be classified only to be dropped as steady. For a vast fence
+        (every car inside its service area, the bulk of all pairs) one disc test over the
+        whole batch finds them. Returns the pairs left, and the keys of those left out.
+        """
+        index = self._index
+        settled: list[IntArray] = []
+        if not index.vast:
+            return fix, slot, np.empty(0, dtype=np.int64)
+        inside_keys = self._keys()[0]
+        starts = runs(batch.vehicle)  # the batch is sorted by vehicle
+        counts = np.diff(starts, append=len(batch.vehicle))
+        for fence in index.vast:
+            keys = batch.vehicle[starts] * index.size + fence
+            # Deep at every fix (so the fence is a candidate of every fix), and inside.
+            steady = np.logical_and.reduceat(index.deep_in(fence, batch.columns), starts) & member(
+                keys, inside_keys
+            )
+            if steady.any():
+                keep = np.flatnonzero((slot != fence) | ~np.repeat(steady, counts)[fix])
+                fix, slot = fix[keep], slot[keep]
+                settled.append(keys[steady])
+        return fix, slot, np.sort(np.concatenate([np.empty(0, dtype=np.int64), *settled]))
 
     def _prepare(self, fixes: Sequence[Fix]) -> _Batch | None:
         """Columns of the fixes with a position, sorted by vehicle and time, replays out."""
@@ -594,9 +619,7 @@ class GeofenceEngine:
         lon = np.fromiter(map(_LON, fixes), dtype=float, count=count)
         positioned = ~(np.isnan(lat) | np.isnan(lon))
         stats.without_position += count - int(positioned.sum())
-        vehicle = np.fromiter(
-            self._numbers(list(map(_VEHICLE, fixes))), dtype=np.int64, count=count
-        )
+        vehicle = self._numbers(fixes)
         stamps = list(map(_TS, fixes))
         # Epoch seconds cost a third of this phase; nothing found beats the C method itself
         # (datetime64 conversion of aware datetimes is ten times slower).
@@ -637,7 +660,7 @@ class GeofenceEngine:
         prev_t[starts] = self._last_t[carried]
         return _Batch(
             stamps=stamps,
-            row=order.tolist(),
+            row=order,
             vehicle=vehicle,
             t=t,
             lon=lon,
@@ -650,7 +673,7 @@ class GeofenceEngine:
             prev_t=prev_t,
         )
 
-    def _keys_to_walk(
+    def _keys_to_walk(  # noqa: PLR0913 - one batch's arrays, by keyword
         self,
         keys: _Keys,
         *,
@@ -658,10 +681,12 @@ class GeofenceEngine:
         engaged: BoolArray,
         inside_keys: IntArray,
         pending_keys: IntArray,
+        settled: IntArray,
     ) -> tuple[IntArray, BoolArray]:
         """The (vehicle, fence) keys whose state could change in this batch.
 
         Returns them all (sorted), and for each key with pairs whether it is one of them.
+        `settled` are inside keys whose pairs were left out (see `_skip_settled`).
         """
         starts = keys.starts
         # Outside, and a fix is inside: enter or dwell.
@@ -673,7 +698,7 @@ class GeofenceEngine:
         # Dwelling: its clock may run out, or it may be dropped.
         walking = could_enter | could_exit | missed | member(keys.keys, pending_keys)
         # Inside keys with no pair at all: missed by every fix of a vehicle in the batch.
-        absent = inside_keys[~member(inside_keys, keys.keys)]
+        absent = inside_keys[~member(inside_keys, keys.keys) & ~member(inside_keys, settled)]
         vehicle = absent // self._index.size
         absent = absent[keys.batch.end[vehicle] - keys.batch.first[vehicle] > 0]
         walk_keys = np.unique(np.concatenate([keys.keys[walking], absent, pending_keys]))
@@ -692,9 +717,9 @@ class GeofenceEngine:
         A step is worth a geometric test only if it could pass the enter margin: the
         distance outside at its two ends plus twice the margin must fit in its length
         (distance to a fence changes no faster than one moves). So a step shorter than
-        twice the tree's padding can only cross fences found near one of its ends, and
+        twice the grid's padding can only cross fences found near one of its ends, and
         needs no query of its own; longer steps, and each vehicle's first step (from the
-        previous batch), are looked up in the tree, unless the fences near its end are all
+        previous batch), are looked up in the grid, unless the fences near its end are all
         it could reach.
         """
         index = self._index
@@ -812,6 +837,18 @@ _NO_CROSSINGS: Final[dict[int, tuple[float, float]]] = {}
 _ENTER: Final = TransitionKind.ENTER
 _EXIT: Final = TransitionKind.EXIT
 _MARGIN: Final = Cause.MARGIN
+_N = TypeVar("_N", bound=tuple[object, ...])
+
+
+def _bulk(kind: type[_N], rows: Iterable[tuple[object, ...]]) -> Iterator[_N]:
+    """NamedTuples from ready-made tuples of their fields.
+
+    Without the Python-level `__new__` a NamedTuple class runs per item: a third cheaper,
+    for the hundreds of transitions and states a batch can make.
+    """
+    return cast("Iterator[_N]", map(partial(tuple.__new__, kind), rows))
+
+
 # A transition's kind by the state it leads to (0 outside, 1 inside).
 _KIND_OF: Final = (_EXIT, _ENTER)
 
@@ -839,7 +876,7 @@ class _Steps:
         )  # nan (no previous fix) compares False
         # Whether a step starts at the fix before it in this batch (not the previous batch).
         self.in_batch = batch.first[batch.vehicle] < np.arange(len(batch.t))
-        # A fence the tree did not return for a fix is at least the padding away (1% spared
+        # A fence the grid did not return for a fix is at least the padding away (1% spared
         # for the scale's drift across it).
         self.pad_m = index.query_pad_m * 0.99
         self.near = self.usable & self.in_batch & (self.length_m < 2 * self.pad_m)
@@ -880,7 +917,7 @@ class _Steps:
         far = self.usable & ~self.near
         if not far.any():
             return []
-        # A first step shorter than the padding (most of them) reaches no fence the tree did
+        # A first step shorter than the padding (most of them) reaches no fence the grid did
         # not find near its end: such a fence is the padding away from the end, and its
         # start counts as 0 m out. So the end's pairs are its only fences, with no query of
         # the step (not for a vague end, whose pairs came from a box, not from the point).
@@ -913,20 +950,15 @@ class _Steps:
         ]
 
     def _queried(self, steps: BoolArray, inside_keys: IntArray) -> list[_StepPairs]:
-        """Steps with the fences the tree finds along them."""
+        """Steps with the fences the grid finds about them (by their boxes)."""
         far = np.flatnonzero(steps)
         if len(far) == 0:
             return []
         batch = self.batch
-        columns = batch.columns
+        ax, ay = batch.prev_x[far], batch.prev_y[far]
+        bx, by = batch.columns.x[far], batch.columns.y[far]
         found, fence = self.index.query(
-            Segments(
-                ax=batch.prev_x[far],
-                ay=batch.prev_y[far],
-                bx=columns.x[far],
-                by=columns.y[far],
-                scale=columns.scale[far],
-            ).lines()
+            np.minimum(ax, bx), np.minimum(ay, by), np.maximum(ax, bx), np.maximum(ay, by)
         )
         step = far[found]
         key = batch.vehicle[step] * self.index.size + fence
@@ -1055,21 +1087,19 @@ class _Walker:
         """
         size = self.index.size
         slots = (keys % size).tolist()
-        names = list(map(self.names.__getitem__, (keys // size).tolist()))
-        ids = list(map(self.ids.__getitem__, slots))
-        stamps = self._stamps(fixes)
-        lat, lon = self.batch.lat[fixes].tolist(), self.batch.lon[fixes].tolist()
         self.transitions.extend(
-            map(
+            _bulk(
                 GeofenceTransition,
-                names,
-                ids,
-                map(_KIND_OF.__getitem__, inside.tolist()),
-                stamps,
-                lat,
-                lon,
-                map(self.kinds.__getitem__, slots),
-                repeat(_MARGIN),
+                zip(
+                    map(self.names.__getitem__, (keys // size).tolist()),
+                    map(self.ids.__getitem__, slots),
+                    map(_KIND_OF.__getitem__, inside.tolist()),
+                    self._stamps(fixes),
+                    self.batch.lat[fixes].tolist(),
+                    self.batch.lon[fixes].tolist(),
+                    map(self.kinds.__getitem__, slots),
+                    repeat(_MARGIN),
+                ),
             )
         )
         # A key's last change is its state now.
@@ -1084,15 +1114,15 @@ class _Walker:
         ids = list(map(self.ids.__getitem__, (keys % size).tolist()))
         stamps = self._stamps(fixes)
         entered = inside.tolist()
-        t, lat, lon = (
-            column[fixes].tolist() for column in (self.batch.t, self.batch.lat, self.batch.lon)
-        )
+        lat, lon = self.batch.lat[fixes].tolist(), self.batch.lon[fixes].tolist()
+        t = self.batch.t[fixes].tolist()
         stays_of, engaged = engine._stays, engine._engaged  # noqa: SLF001
-        for key, vehicle, geofence_id, is_in, ts, at, at_lat, at_lon in zip(
-            keys.tolist(), vehicles, ids, entered, stamps, t, lat, lon, strict=True
+        for k, (key, vehicle, geofence_id) in enumerate(
+            zip(keys.tolist(), vehicles, ids, strict=True)
         ):
-            if is_in:
-                stay = _Stay(True, ts, None, None, ts, at, at_lat, at_lon)  # noqa: FBT003
+            if entered[k]:
+                ts = stamps[k]
+                stay = _Stay(True, ts, None, None, ts, t[k], lat[k], lon[k])  # noqa: FBT003
                 stays_of.setdefault(vehicle, {})[geofence_id] = stay
                 engaged[key] = True
             else:
@@ -1100,11 +1130,22 @@ class _Walker:
                 if stays is not None:
                     stays.pop(geofence_id, None)
                 engaged.pop(key, None)
-        names = map(self.names.__getitem__, vehicles)
         engine._dirty.update(  # noqa: SLF001
             zip(
                 zip(vehicles, ids, strict=True),
-                map(GeofenceState, names, ids, entered, stamps, repeat(None), stamps, lat, lon),
+                _bulk(
+                    GeofenceState,
+                    zip(
+                        map(self.names.__getitem__, vehicles),
+                        ids,
+                        entered,
+                        stamps,
+                        repeat(None),
+                        stamps,
+                        lat,
+                        lon,
+                    ),
+                ),
                 strict=True,
             )
         )
@@ -1113,7 +1154,7 @@ class _Walker:
     def _stamps(self, fixes: IntArray) -> list[datetime]:
         """The ts (as given) of some fixes of the sorted batch."""
         batch = self.batch
-        return list(map(batch.stamps.__getitem__, map(batch.row.__getitem__, fixes.tolist())))
+        return list(map(batch.stamps.__getitem__, batch.row[fixes].tolist()))
 
     def _current(self, vehicle: int, slot: int) -> _Stay | None:
         stays = self.engine._stays.get(vehicle)  # noqa: SLF001
@@ -1189,7 +1230,7 @@ class _Walker:
 
     def _fix(self, j: int) -> tuple[datetime, float, float]:
         batch = self.batch
-        return batch.stamps[batch.row[j]], self.lat[j], self.lon[j]
+        return batch.stamps[int(batch.row[j])], self.lat[j], self.lon[j]
 
     def _new_stay(self, j: int) -> _Stay:
         ts, lat, lon = self._fix(j)
@@ -1223,7 +1264,7 @@ class _Walker:
     ) -> None:
         """Move `stay` across the fence at fix j (or at an interpolated place and time)."""
         batch = self.batch
-        fix_ts, lat, lon = batch.stamps[batch.row[j]], self.lat[j], self.lon[j]
+        fix_ts, lat, lon = batch.stamps[int(batch.row[j])], self.lat[j], self.lon[j]
         ts, at_lat, at_lon = (fix_ts, lat, lon) if at is None else at
         stay.inside = kind is TransitionKind.ENTER
         stay.since = ts

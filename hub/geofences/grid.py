@@ -1,11 +1,11 @@
-"""A uniform grid over the index's padded boxes: which boxes hold each of many points.
+"""A uniform grid over the index's padded boxes: which boxes meet each of many points or boxes.
 
-The STRtree answers the same question, but for shapely Points only: one built for each
-fix (and freed after), then one tree walk per point, which together cost the hub more
-than all the exact tests that follow. The batch's fixes are columns of numbers already,
-so the grid looks them all up with a few array operations. Its answer is exactly the
-tree's: a box holds a point when min <= coordinate <= max on both axes, GEOS's envelope
-test, made on the same doubles.
+An STRtree answers the same question, but for shapely geometries only: a Point built for
+each fix (and freed after), then one tree walk per point, which together cost the hub more
+than the exact tests that follow. The batch's fixes are columns of numbers already, so the
+grid looks them all up with a few array operations. Its answer is exactly the tree's: two
+boxes meet when neither lies wholly beyond the other on either axis, borders included
+(GEOS's envelope test), made on the same doubles.
 """
 
 from __future__ import annotations
@@ -17,101 +17,190 @@ from numpy.typing import NDArray
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
 
 # Cell side, as a share of the median box side: a typical box covers about nine cells, and
-# a cell holds few boxes that do not hold its points. Measured on the benchmark's city (10,000
-# fences): a quarter to one whole median side cost within 10% of each other, half the least.
+# a cell holds few boxes that do not hold its points. Measured on the benchmark's city
+# (10,000 fences): a quarter to one whole median side cost within 10% of each other, half
+# the least.
 CELL_SHARE: Final = 0.5
-# Most boxes are a few cells; a box over more cells than this (a service area over a whole
-# region) goes to a coarser grid instead of filling this one.
-MAX_CELLS_PER_BOX: Final = 1 << 12
-# How much coarser each next grid is, per side: 4,096 cells of a grid are one of the next.
-COARSER: Final = 64
+# Most boxes are a few cells; a box over more cells than this (16 by 16: a service area
+# over a whole region) is kept apart instead of filling the grid. It also bounds the grid's
+# memory: 8 bytes per cell of a box, so at most 2 kB per box.
+MAX_CELLS_PER_BOX: Final = 256
+# Boxes kept apart, up to this many, are each checked against every point (a few array
+# operations per box); more go to a grid of their own, of cells this many times wider
+# (where a box kept apart here is again a few cells).
+FEW_BIG_BOXES: Final = 16
+COARSER: Final = 16
+# Most cells a side of the grid may have: its cells are then numbered well within int64.
+MAX_SIDE_CELLS: Final = 1 << 20
+# Up to this many cells, a cell's entries are found by its number in a table (8 bytes a
+# cell); beyond it (fences in cities far apart), by searching the cells that hold any.
+TABLE_CELLS: Final = 1 << 20
 
 
 class BoxGrid:
-    """Boxes (rows of min x, min y, max x, max y) hashed into square cells of the plane.
-
-    Cells are kept sparse (sorted ids), so fences in several cities far apart cost no empty
-    cells between them.
-    """
+    """Boxes (rows of min x, min y, max x, max y) hashed into square cells of the plane."""
 
     def __init__(self, bounds: FloatArray, cell: float | None = None) -> None:
         # Each side on its own: four gathers of a column cost a fifth of one of rows.
         self.low_x, self.low_y = bounds[:, 0].copy(), bounds[:, 1].copy()
         self.high_x, self.high_y = bounds[:, 2].copy(), bounds[:, 3].copy()
-        sides = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+        sides = np.maximum(self.high_x - self.low_x, self.high_y - self.low_y)
         if cell is None:
             cell = float(np.median(sides)) * CELL_SHARE if len(sides) else 1.0
-        self.cell = cell
-        self.origin = (
-            (float(bounds[:, 0].min()), float(bounds[:, 1].min())) if len(bounds) else (0.0, 0.0)
+        self.origin = (float(self.low_x.min()), float(self.low_y.min())) if len(sides) else (0, 0)
+        span = (
+            max(
+                float(self.high_x.max()) - self.origin[0], float(self.high_y.max()) - self.origin[1]
+            )
+            if len(sides)
+            else 0.0
         )
-        low_x, low_y = self._cell(bounds[:, 0], bounds[:, 1])
-        high_x, high_y = self._cell(bounds[:, 2], bounds[:, 3])
-        wide, tall = high_x - low_x + 1, high_y - low_y + 1
-        spans = wide * tall
-        big = spans > MAX_CELLS_PER_BOX
-        self.coarser = BoxGrid(bounds[big], self.cell * COARSER) if big.any() else None
-        self._big = np.flatnonzero(big)
-        # One entry per (cell, box) of the other boxes, sorted by cell.
+        # Never so small that the cells could not be numbered (nor 0, for boxes all points).
+        self.cell = max(cell, span / MAX_SIDE_CELLS) or 1.0
+        low_x, low_y = self._cell(self.low_x, self.low_y)
+        high_x, high_y = self._cell(self.high_x, self.high_y)
+        big = (high_x - low_x + 1) * (high_y - low_y + 1) > MAX_CELLS_PER_BOX
+        self.big = np.flatnonzero(big)
+        self.coarser = (
+            BoxGrid(bounds[self.big], self.cell * COARSER)
+            if len(self.big) > FEW_BIG_BOXES
+            else None
+        )
         small = np.flatnonzero(~big)
-        count = spans[small]
-        box = np.repeat(small, count)
-        k = np.arange(len(box)) - np.repeat(np.cumsum(count) - count, count)
-        self.columns = int(high_y[small].max()) + 1 if len(small) else 0
         self.rows = int(high_x[small].max()) + 1 if len(small) else 0
-        cell_id = (low_x[box] + k // tall[box]) * self.columns + low_y[box] + k % tall[box]
+        self.columns = int(high_y[small].max()) + 1 if len(small) else 0
+        # One entry per (cell, box) of the other boxes, grouped by cell.
+        cell_id, box = self._cells_of(small, low_x, low_y, high_x, high_y)
         order = np.argsort(cell_id, kind="stable")
-        self.cells, first = np.unique(cell_id[order], return_index=True)
-        self.entries: IntArray = box[order]
-        self.offsets: IntArray = np.append(first, len(box)).astype(np.int64)
+        cell_id, self.entries = cell_id[order], box[order]
+        if self.rows * self.columns <= TABLE_CELLS:
+            # Where each cell's entries start, for every cell (the next cell's start ends them).
+            self.table: IntArray | None = np.searchsorted(
+                cell_id, np.arange(self.rows * self.columns + 1)
+            )
+        else:
+            self.table = None
+            self.cells, first = np.unique(cell_id, return_index=True)
+            self.offsets: IntArray = np.append(first, len(cell_id))
 
-    def _cell(self, x: FloatArray, y: FloatArray) -> tuple[IntArray, IntArray]:
-        # Monotonic in each coordinate (subtraction, division and floor all are), so a
-        # point between a box's corners falls in a cell between theirs.
+    def _cell(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Each point's cell, as whole numbers in floats (far off the grid, they are huge).
+
+        Monotonic in each coordinate (subtraction, division and floor all are), so a point
+        between a box's corners falls in a cell between theirs.
+        """
         x0, y0 = self.origin
-        return (
-            np.floor((x - x0) / self.cell).astype(np.int64),
-            np.floor((y - y0) / self.cell).astype(np.int64),
-        )
+        return np.floor((x - x0) / self.cell), np.floor((y - y0) / self.cell)
 
-    def query(self, x: FloatArray, y: FloatArray) -> tuple[IntArray, IntArray]:
+    def _cells_of(
+        self,
+        item: IntArray,
+        low_x: FloatArray,
+        low_y: FloatArray,
+        high_x: FloatArray,
+        high_y: FloatArray,
+    ) -> tuple[IntArray, IntArray]:
+        """(cell number, item) for every cell of the grid within each item's cell range."""
+        # Cut to the grid (a range wholly off it ends before it starts).
+        low_x = np.clip(low_x[item], 0, self.rows).astype(np.int64)
+        low_y = np.clip(low_y[item], 0, self.columns).astype(np.int64)
+        high_x = np.clip(high_x[item], -1, self.rows - 1).astype(np.int64)
+        high_y = np.clip(high_y[item], -1, self.columns - 1).astype(np.int64)
+        tall = np.maximum(high_y - low_y + 1, 0)
+        count = np.maximum(high_x - low_x + 1, 0) * tall
+        owner = np.repeat(np.arange(len(item)), count)
+        k = np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+        cell_id = (low_x[owner] + k // tall[owner]) * self.columns + low_y[owner] + k % tall[owner]
+        return cell_id, item[owner]
+
+    def _entries(self, cell_id: IntArray) -> tuple[IntArray, IntArray]:
+        """Where each cell's entries start, and how many there are."""
+        if self.table is not None:
+            start = self.table[cell_id]
+            return start, self.table[cell_id + 1] - start
+        where = np.minimum(np.searchsorted(self.cells, cell_id), max(len(self.cells) - 1, 0))
+        found = self.cells[where] == cell_id if len(self.cells) else np.zeros(0, dtype=bool)
+        start = self.offsets[where]
+        return start, np.where(found, self.offsets[where + 1] - start, 0)
+
+    def _expand(self, item: IntArray, cell_id: IntArray) -> tuple[IntArray, IntArray]:
+        """(item, box) for every box entered in each item's cell."""
+        start, count = self._entries(cell_id)
+        owner = np.repeat(item, count)
+        entry = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(len(owner))
+        return owner, self.entries[entry]
+
+    def query_points(self, x: FloatArray, y: FloatArray) -> tuple[IntArray, IntArray]:
         """(point, box) pairs where the box holds the point, in no particular order."""
-        cell_x, cell_y = self._cell(x, y)
-        # Off the grid no box is near (and an id made there could alias a cell on it).
-        point = np.flatnonzero(
-            (cell_x >= 0) & (cell_x < self.rows) & (cell_y >= 0) & (cell_y < self.columns)
-        )
-        points, boxes = [], []
-        if len(point) and len(self.cells):
-            cell_id = cell_x[point] * self.columns + cell_y[point]
-            where = np.minimum(np.searchsorted(self.cells, cell_id), len(self.cells) - 1)
-            hit = self.cells[where] == cell_id
-            point, where = point[hit], where[hit]
-            start = self.offsets[where]
-            count = self.offsets[where + 1] - start
-            owner = np.repeat(point, count)
-            box = self.entries[
-                np.repeat(start - (np.cumsum(count) - count), count) + np.arange(len(owner))
-            ]
-            keep = self._holds(box, x[owner], y[owner])
-            points.append(owner[keep])
-            boxes.append(box[keep])
-        if self.coarser is not None:
-            point, box = self.coarser.query(x, y)
-            points.append(point)
-            boxes.append(self._big[box])
-        if not points:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        return np.concatenate(points), np.concatenate(boxes)
+        return self.query_boxes(x, y, x, y, points=True)
 
-    def _holds(self, box: IntArray, x: FloatArray, y: FloatArray) -> NDArray[np.bool_]:
-        """Whether each box holds its point, borders included (GEOS's envelope test)."""
-        held: NDArray[np.bool_] = (
-            (self.low_x[box] <= x)
-            & (x <= self.high_x[box])
-            & (self.low_y[box] <= y)
-            & (y <= self.high_y[box])
+    def query_boxes(
+        self,
+        low_x: FloatArray,
+        low_y: FloatArray,
+        high_x: FloatArray,
+        high_y: FloatArray,
+        *,
+        points: bool = False,
+    ) -> tuple[IntArray, IntArray]:
+        """(query, box) pairs where the boxes meet, each once, in no particular order."""
+        items, boxes = [], []
+        cell_low_x, cell_low_y = self._cell(low_x, low_y)
+        if points:
+            # A point is in one cell; off the grid no box is near.
+            item = np.flatnonzero(
+                (cell_low_x >= 0)
+                & (cell_low_x < self.rows)
+                & (cell_low_y >= 0)
+                & (cell_low_y < self.columns)
+            )
+            cell_id = cell_low_x[item].astype(np.int64) * self.columns + cell_low_y[item].astype(
+                np.int64
+            )
+        else:
+            cell_high_x, cell_high_y = self._cell(high_x, high_y)
+            cell_id, item = self._cells_of(
+                np.arange(len(low_x)), cell_low_x, cell_low_y, cell_high_x, cell_high_y
+            )
+        if len(item) and len(self.entries):
+            item, box = self._expand(item, cell_id)
+            meet = self._meet(box, low_x[item], low_y[item], high_x[item], high_y[item])
+            item, box = item[meet], box[meet]
+            if not points:
+                # A box in several of a query's cells was found in each.
+                _, first = np.unique(item * len(self.low_x) + box, return_index=True)
+                item, box = item[first], box[first]
+            items.append(item)
+            boxes.append(box)
+        if self.coarser is not None:
+            item, box = self.coarser.query_boxes(low_x, low_y, high_x, high_y, points=points)
+            items.append(item)
+            boxes.append(self.big[box])
+        else:
+            for one in self.big.tolist():
+                item = np.flatnonzero(self._meet(one, low_x, low_y, high_x, high_y))
+                items.append(item)
+                boxes.append(np.full(len(item), one))
+        if not items:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        return np.concatenate(items), np.concatenate(boxes)
+
+    def _meet(
+        self,
+        box: IntArray | int,
+        low_x: FloatArray,
+        low_y: FloatArray,
+        high_x: FloatArray,
+        high_y: FloatArray,
+    ) -> BoolArray:
+        """Whether each box meets its query box, borders included (GEOS's envelope test)."""
+        meet: BoolArray = (
+            (self.low_x[box] <= high_x)
+            & (low_x <= self.high_x[box])
+            & (self.low_y[box] <= high_y)
+            & (low_y <= self.high_y[box])
         )
-        return held
+        return meet

@@ -1,11 +1,11 @@
-"""The active fences of one load: their shapes, an STRtree, and vectorised measurements.
+"""The active fences of one load: their shapes, a grid of their boxes, vectorised measurements.
 
-A whole batch of fixes is measured at once. The tree finds, for every fix, the fences that
+A whole batch of fixes is measured at once. The grid finds, for every fix, the fences that
 may be within its reach (the largest exit margin plus its accuracy), by bounding boxes
-only: that is several times cheaper than letting the tree test shapes, and the exact tests
-that follow are vectorised by kind. Each (fix, fence) pair gets a `Depth` class:
-the four answers the hysteresis rules need, and nothing more. A fence the tree did not
-return for a fix is outside by more than any exit margin: `FAR_OUT`.
+only: that is several times cheaper than testing shapes, and the exact tests that follow
+are vectorised by kind. Each (fix, fence) pair gets a `Depth` class: the four answers the
+hysteresis rules need, and nothing more. A fence the grid did not return for a fix is
+outside by more than any exit margin: `FAR_OUT`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ FloatArray = NDArray[np.float64]
 ClassArray = NDArray[np.int8]
 GeomArray = NDArray[np.object_]
 
-# Accuracy up to which a fix is looked up in the tree as a bare point (the tree's boxes are
+# Accuracy up to which a fix is looked up in the grid as a bare point (the grid's boxes are
 # grown by this much more than the largest exit margin). A consumer GPS reports 3-15 m under
 # open sky and 20-50 m in urban canyons; a worse fix is rare and gets a box of its own.
 QUERY_ACCURACY_M: Final = 50.0
@@ -135,6 +135,12 @@ def _objects(items: list[shapely.Geometry | None]) -> GeomArray:
     return array
 
 
+def _rim_m(radius: FloatArray, gap: FloatArray, scale: FloatArray) -> FloatArray:
+    """Metres from points `gap` (plane units) from a disc's centre out to its rim, taken short."""
+    rim: FloatArray = (radius - gap) * (scale * _DISC_SAFETY)
+    return rim
+
+
 def _from_depth(
     depth: NDArray[np.float64], need_enter: NDArray[np.float64], need_exit: NDArray[np.float64]
 ) -> ClassArray:
@@ -146,9 +152,9 @@ def _from_depth(
 
 
 class FenceIndex:
-    """Fences in slots 0..size-1, with per-slot arrays and one STRtree over their outlines.
+    """Fences in slots 0..size-1, with per-slot arrays and one grid over their outlines.
 
-    The tree holds each outline's bounding box grown by `query_pad_m` (the largest exit
+    The grid holds each outline's bounding box grown by `query_pad_m` (the largest exit
     margin plus `QUERY_ACCURACY_M`), so most fixes are looked up as bare points; a fix
     whose accuracy is worse is looked up with a box of its own reach. Immutable once built:
     build it on any thread and hand it to the engine.
@@ -188,13 +194,13 @@ class FenceIndex:
         self.min_crossing_depth_m = float(self.crossing_depth_m.min()) if self.size else 0.0
         self.query_pad_m = self.max_exit_m + QUERY_ACCURACY_M
         bounds, self._owner = self._padded_boxes()
-        # Tree items that are one piece of a corridor: a fix near a joint finds two.
+        # Grid boxes that are one piece of a corridor: a fix near a joint finds two.
         self._piece: BoolArray = self.kinds[self._owner] == ShapeKind.CORRIDOR
-        # The same boxes twice: a tree for steps and boxes, a grid for the fixes as points.
-        self.tree = shapely.STRtree(
-            shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
-        )
         self._grid = BoxGrid(bounds)
+        # Areas too big for the grid's cells, like a service area: most fixes are deep
+        # inside them, which one disc test for the whole batch shows (see `deep_in`).
+        big = self._owner[self._grid.big]
+        self.vast: list[int] = np.unique(big[self.kinds[big] == ShapeKind.AREA]).tolist()
         self._active: dict[tuple[int, int], bool] = {}
 
     def _derive(self, geometries: list[shapely.Geometry | None], least_scale: FloatArray) -> None:
@@ -281,7 +287,7 @@ class FenceIndex:
         self.outer_radius[area] = outer
 
     def _padded_boxes(self) -> tuple[FloatArray, IntArray]:
-        """The tree's boxes (bounds) and the slot of each: one per fence, one per corridor piece.
+        """The grid's boxes (bounds) and the slot of each: one per fence, one per corridor piece.
 
         A long corridor's box is mostly far from it (a diagonal road's box is a square),
         so each of its straight pieces gets a box of its own.
@@ -314,10 +320,11 @@ class FenceIndex:
         )
         return bounds, np.concatenate(owner).astype(np.int64)
 
-    def query(self, geometries: GeomArray) -> tuple[IntArray, IntArray]:
-        """(geometry, slot) pairs whose padded boxes meet: each pair once."""
-        found = self.tree.query(geometries)
-        return self._once(found[0], found[1])
+    def query(
+        self, low_x: FloatArray, low_y: FloatArray, high_x: FloatArray, high_y: FloatArray
+    ) -> tuple[IntArray, IntArray]:
+        """(box, slot) pairs where a query box meets a fence's padded box: each pair once."""
+        return self._once(*self._grid.query_boxes(low_x, low_y, high_x, high_y))
 
     def _once(self, item: IntArray, box: IntArray) -> tuple[IntArray, IntArray]:
         """(item, slot) pairs of (item, box) pairs: a fence found by several boxes once."""
@@ -362,17 +369,24 @@ class FenceIndex:
         if self.size == 0 or len(columns.x) == 0:
             empty: IntArray = np.empty(0, dtype=np.int64)
             return empty, empty.copy()
-        fix, slot = self._once(*self._grid.query(columns.x, columns.y))
+        fix, slot = self._once(*self._grid.query_points(columns.x, columns.y))
         vague = np.flatnonzero(columns.acc > QUERY_ACCURACY_M)
         if len(vague):
             x, y = columns.x[vague], columns.y[vague]
             reach = (self.max_exit_m + columns.acc[vague]) / columns.scale[vague]
-            more, found = self.query(shapely.box(x - reach, y - reach, x + reach, y + reach))
+            more, found = self.query(x - reach, y - reach, x + reach, y + reach)
             # Those fixes' point answers are contained in their box answers.
             keep = columns.acc[fix] <= QUERY_ACCURACY_M
             fix = np.concatenate([fix[keep], vague[more]])
             slot = np.concatenate([slot[keep], found])
         return fix, slot
+
+    def deep_in(self, slot: int, columns: FixColumns) -> BoolArray:
+        """Which fixes of a batch `classify` finds DEEP in an area by its inscribed disc."""
+        gap = np.hypot(columns.x - self.disc_x[slot], columns.y - self.disc_y[slot])
+        depth = _rim_m(self.inner_radius[slot], gap, columns.scale)
+        deep: BoolArray = depth >= self.enter_m[slot] + columns.acc
+        return deep
 
     def classify(  # noqa: PLR0913 - one batch's arrays
         self,
@@ -383,7 +397,6 @@ class FenceIndex:
         pair_key: IntArray,
         fixes_of_vehicle: IntArray,
         engaged_inside: BoolArray,
-        exact: bool = False,
     ) -> tuple[ClassArray, FloatArray]:
         """The `Depth` of each (fix, slot) pair, and how far outside it is at least (metres).
 
@@ -394,7 +407,7 @@ class FenceIndex:
         counts the batch's fixes of its vehicle, `engaged_inside` marks vehicles inside the
         fence before the batch. The distance outside is exact for circles and corridors, a
         lower bound for areas (0 when inside or not measured); segment crossing uses it to
-        rule steps out. With `exact`, every pair is measured in full.
+        rule steps out. `refine` completes the classes of steady pairs when needed.
         """
         classes: ClassArray = np.full(len(fix), Depth.OUT, dtype=np.int8)
         outside: FloatArray = np.zeros(len(fix))
@@ -431,7 +444,6 @@ class FenceIndex:
                 pair_key=pair_key[pick],
                 fixes_of_vehicle=fixes_of_vehicle[pick],
                 engaged_inside=engaged_inside[pick],
-                exact=exact,
                 need_enter=need_enter[pick],
                 need_exit=need_exit[pick],
             )
@@ -448,15 +460,14 @@ class FenceIndex:
         engaged_inside: BoolArray,
         need_enter: FloatArray,
         need_exit: FloatArray,
-        exact: bool,
     ) -> tuple[ClassArray, FloatArray]:
         classes: ClassArray = np.full(len(fix), Depth.OUT, dtype=np.int8)
-        scale = columns.scale[fix] * _DISC_SAFETY
+        x, y, scale = columns.x[fix], columns.y[fix], columns.scale[fix]
         # First the discs: within the inner one a fix is inside by at least the rest of its
         # radius; beyond the outer one, outside by at least the distance to it.
-        gap = np.hypot(columns.x[fix] - self.disc_x[slot], columns.y[fix] - self.disc_y[slot])
-        depth = (self.inner_radius[slot] - gap) * scale
-        clear = (self.outer_radius[slot] - gap) * scale
+        gap = np.hypot(x - self.disc_x[slot], y - self.disc_y[slot])
+        depth = _rim_m(self.inner_radius[slot], gap, scale)
+        clear = _rim_m(self.outer_radius[slot], gap, scale)
         inner = depth >= 0
         outer = clear < 0
         outside: FloatArray = np.maximum(-clear, 0.0)
@@ -473,23 +484,52 @@ class FenceIndex:
         # A pair whose vehicle is steady (inside all batch, or outside all batch) needs no
         # more: it cannot enter again, or cannot exit. The others need their exact class.
         unsettled = np.where(inside, classes != Depth.DEEP, classes != Depth.FAR_OUT)
-        if exact:
-            steady: BoolArray = np.zeros(len(fix), dtype=bool)
-        else:
-            steady = _steady(pair_key, inside, engaged_inside, fixes_of_vehicle, unsettled)
+        steady = _steady(pair_key, inside, engaged_inside, fixes_of_vehicle, unsettled)
+        self._settle_areas(classes, fix, slot, columns, wanted=~steady)
+        return classes, outside
+
+    def refine(
+        self, fix: IntArray, slot: IntArray, columns: FixColumns, classes: ClassArray
+    ) -> None:
+        """Make exact, in place, the classes `classify` left short for steady pairs.
+
+        Only an area's IN (maybe DEEP) and OUT (maybe FAR_OUT) can be short; how far
+        outside a pair is, `classify` measured in full for every pair.
+        """
+        pick = np.flatnonzero(
+            (self.kinds[slot] == ShapeKind.AREA) & ((classes == Depth.IN) | (classes == Depth.OUT))
+        )
+        if len(pick):
+            some = classes[pick]
+            self._settle_areas(some, fix[pick], slot[pick], columns, wanted=None)
+            classes[pick] = some
+
+    def _settle_areas(
+        self,
+        classes: ClassArray,
+        fix: IntArray,
+        slot: IntArray,
+        columns: FixColumns,
+        *,
+        wanted: BoolArray | None,
+    ) -> None:
+        """Settle, in place, IN as DEEP or not and OUT as FAR_OUT or not (`wanted` pairs)."""
+        acc = columns.acc[fix]
+        inside = classes >= Depth.IN
         # Deep enough to enter? Depth is the distance to the boundary.
-        ask = np.flatnonzero(inside & (classes != Depth.DEEP) & ~steady)
+        ask = inside & (classes != Depth.DEEP)
+        ask = np.flatnonzero(ask if wanted is None else ask & wanted)
         if len(ask):
-            reach = need_enter[ask] / columns.scale[fix[ask]]
+            reach = (self.enter_m[slot[ask]] + acc[ask]) / columns.scale[fix[ask]]
             near = self._within(self.boundaries, slot[ask], fix[ask], columns, reach)
             classes[ask[(reach <= 0) | ~near]] = Depth.DEEP
         # Far enough to exit?
-        ask = np.flatnonzero(~inside & (classes != Depth.FAR_OUT) & ~steady)
+        ask = ~inside & (classes != Depth.FAR_OUT)
+        ask = np.flatnonzero(ask if wanted is None else ask & wanted)
         if len(ask):
-            reach = need_exit[ask] / columns.scale[fix[ask]]
+            reach = (self.exit_m[slot[ask]] + acc[ask]) / columns.scale[fix[ask]]
             near = self._within(self.outlines, slot[ask], fix[ask], columns, reach)
             classes[ask[~near]] = Depth.FAR_OUT
-        return classes, outside
 
     def _within(
         self,
@@ -580,7 +620,7 @@ class FenceIndex:
 
         pick = np.flatnonzero(kinds != ShapeKind.CIRCLE)
         if len(pick):
-            # Boxes first: the tree's boxes are padded, the eroded shapes' are not.
+            # Boxes first: the grid's boxes are padded, the eroded shapes' are not.
             s = slot[pick]
             lows_x, lows_y = (
                 np.minimum(ax[pick], ax[pick] + dx[pick]),
@@ -598,7 +638,8 @@ class FenceIndex:
                 & (highs_y >= box[:, 1])
             ]
         if len(pick):
-            lines = segments.lines()[pair_segment[pick]]
+            # Linestrings only for these: circles are solved above without any.
+            lines = segments.lines(pair_segment[pick])
             s = slot[pick]
             hit = shapely.intersects(self.eroded[s], lines)
             hits[pick] = hit
@@ -609,12 +650,12 @@ class FenceIndex:
                     (ax[found], ay[found], dx[found], dy[found], length2[found]),
                     first=True,
                 )
-                leave = exits[found]
-                found = found[leave]
-            if len(found):
-                out[found] = _fractions(
-                    shapely.intersection(lines[hit][leave], self.dilated[slot[found]]),
-                    (ax[found], ay[found], dx[found], dy[found], length2[found]),
+            leave = exits[found]
+            if leave.any():
+                gone = found[leave]
+                out[gone] = _fractions(
+                    shapely.intersection(lines[hit][leave], self.dilated[slot[gone]]),
+                    (ax[gone], ay[gone], dx[gone], dy[gone], length2[gone]),
                     first=False,
                 )
         # A step that reaches the margin only at its very end is no crossing: its fix is
@@ -644,7 +685,7 @@ class _Facets:
     """The straight pieces (facets) of fences' lines: corridor centre lines, area rings.
 
     GEOS measures a point's distance to a line or polygon as the least of
-    `Distance::pointToSegment` over its facets (`shape.point_to_segment` repeats it), and
+    `Distance::pointToSegment` over its facets (`shapes.point_to_segment` repeats it), and
     `dwithin` asks whether that least is within the distance. For fences of a few dozen
     facets, arrays do that for a whole batch at once, with no Point built per fix, to the
     same doubles.
@@ -673,7 +714,9 @@ class _Facets:
         each = point_to_segment(
             x[owner], y[owner], self.ax[piece], self.ay[piece], self.bx[piece], self.by[piece]
         )
-        nearest: FloatArray = np.minimum.reduceat(each, starts)
+        # The least of each point's facets; fmin skips a NaN as GEOS's `<` does (only a
+        # facet shorter than 1e-154, whose squared length is 0, gives one).
+        nearest: FloatArray = np.fmin.reduceat(each, starts)
         return nearest
 
 
@@ -722,7 +765,7 @@ class FixColumns:
 
 
 class Segments:
-    """The straight steps between consecutive fixes of a vehicle, with lazy linestrings."""
+    """The straight steps between consecutive fixes of a vehicle."""
 
     def __init__(
         self,
@@ -737,22 +780,14 @@ class Segments:
         self.bx = bx
         self.by = by
         self.scale = scale
-        self._lines: GeomArray | None = None
 
-    def lines(self) -> GeomArray:
-        """The segments as shapely linestrings in the plane."""
-        if self._lines is None:
-            coords = np.stack(
-                [np.column_stack([self.ax, self.ay]), np.column_stack([self.bx, self.by])], axis=1
-            )
-            self._lines = cast("GeomArray", shapely.linestrings(coords))
-        return self._lines
-
-    def boxes(self) -> GeomArray:
-        """The segments' bounding boxes, for the tree."""
-        return shapely.box(
-            np.minimum(self.ax, self.bx),
-            np.minimum(self.ay, self.by),
-            np.maximum(self.ax, self.bx),
-            np.maximum(self.ay, self.by),
+    def lines(self, some: IntArray) -> GeomArray:
+        """Some of the segments as shapely linestrings in the plane."""
+        coords = np.stack(
+            [
+                np.column_stack([self.ax[some], self.ay[some]]),
+                np.column_stack([self.bx[some], self.by[some]]),
+            ],
+            axis=1,
         )
+        return cast("GeomArray", shapely.linestrings(coords))

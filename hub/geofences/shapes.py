@@ -11,7 +11,7 @@ Three kinds, each measured the way that is exact and cheap for it:
   centre line, measured in the plane and scaled at the fix.
 
 `FenceIndex` derives the rest for all fences at once (shapely's functions are vectorised):
-an `outline` polygon that contains each fence, for the tree; and for areas and corridors an
+an `outline` polygon that contains each fence, for the grid; and for areas and corridors an
 eroded (by the enter margin) and a dilated (by the exit margin) version, for crossings.
 """
 
@@ -123,15 +123,17 @@ def point_to_segment(  # noqa: PLR0913, PLR0917 - three points, as coordinates
     """
     dx, dy = bx - ax, by - ay
     length2 = dx * dx + dy * dy
+    # p - a, computed once: GEOS's a - p is its exact negative, and the sign of its cross
+    # term is dropped (by the absolute value) anyway.
+    u, v = px - ax, py - ay
     with np.errstate(invalid="ignore", divide="ignore"):
-        along = ((px - ax) * dx + (py - ay) * dy) / length2
-        across = ((ay - py) * dx - (ax - px) * dy) / length2
-    to_a = np.sqrt((px - ax) * (px - ax) + (py - ay) * (py - ay))
-    to_b = np.sqrt((px - bx) * (px - bx) + (py - by) * (py - by))
+        along = (u * dx + v * dy) / length2
+        across = np.abs((u * dy - v * dx) / length2) * np.sqrt(length2)
+    to_a = np.sqrt(u * u + v * v)
+    u, v = px - bx, py - by
+    to_b = np.sqrt(u * u + v * v)
     distance: NDArray[np.float64] = np.where(
-        ((dx == 0) & (dy == 0)) | (along <= 0),
-        to_a,
-        np.where(along >= 1, to_b, np.abs(across) * np.sqrt(length2)),
+        ((dx == 0) & (dy == 0)) | (along <= 0), to_a, np.where(along >= 1, to_b, across)
     )
     return distance
 
