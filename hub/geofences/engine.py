@@ -743,7 +743,7 @@ class GeofenceEngine:
             & (start_class < _IN)
             # ...and a step too short for the distances at its ends cannot reach the margin
             # (with 0.1% to spare for the scale's drift along it).
-            & (start_out + end_out + steps.depth_m[fence] <= steps.length_m[step] * 1.001)
+            & (start_out + steps.reach_m(fence, end_class, end_out) <= steps.length_m[step] * 1.001)
         )
         # A fence near both ends of a step was found twice.
         _, first = np.unique(step[ask] * size + fence[ask], return_index=True)
@@ -880,7 +880,21 @@ class _Steps:
         # for the scale's drift across it).
         self.pad_m = index.query_pad_m * 0.99
         self.near = self.usable & self.in_batch & (self.length_m < 2 * self.pad_m)
+        # In to the margin and back out of it: the least a step between two fixes outside
+        # must cover beyond their distances outside.
         self.depth_m = 2 * index.crossing_depth_m
+
+    def reach_m(self, slot: IntArray, end_class: ClassArray, end_out: FloatArray) -> FloatArray:
+        """What a step must cover past its start's distance outside to reach the margin.
+
+        Ending outside: in to the margin and back out to the end. Ending inside (not
+        deep): only in to the margin, for sure; how far back up it comes depends on the
+        end's depth, which is not measured (`outside` is 0 for every fix inside), and
+        counting it as 0 would skip a short step across a narrow fence.
+        """
+        margin = self.depth_m[slot]
+        reach: FloatArray = np.where(end_class >= _IN, margin / 2, end_out + margin)
+        return reach
 
     def near_ends(self) -> list[_StepPairs]:
         """Short steps, with the fences found near either end."""
@@ -892,7 +906,9 @@ class _Steps:
         # (the fix before, of the same vehicle: the step is in the batch). Ruled out early:
         # ends deep inside, ends too far to reach the margin.
         pick = np.flatnonzero(
-            near[fix] & (classes != _DEEP) & (outside + self.depth_m[slot] <= length_m[fix])
+            near[fix]
+            & (classes != _DEEP)
+            & (self.reach_m(slot, classes, outside) <= length_m[fix] * 1.001)
         )
         if len(pick):
             step, fence = fix[pick], slot[pick]
@@ -904,7 +920,8 @@ class _Steps:
             (fix + 1 < count)
             & near[after]
             & (classes < _IN)
-            & (outside + self.depth_m[slot] <= length_m[after])
+            # The end may be inside: then only in to the margin is sure.
+            & (outside + self.depth_m[slot] / 2 <= length_m[after] * 1.001)
         )
         if len(pick):
             step, fence = after[pick], slot[pick]

@@ -232,6 +232,18 @@ def test_a_step_ending_shallow_inside_enters_by_crossing_and_stays_in() -> None:
     assert [(t.kind, t.cause) for t in got] == [(ENTER, Cause.CROSSING)]
 
 
+@pytest.mark.parametrize("in_one_batch", [True, False])
+def test_a_short_step_ending_shallow_inside_still_crosses(*, in_one_batch: bool) -> None:
+    # A corridor 22 m wide, margins 10 m: its middle is 11 m deep. From 5 m west of it,
+    # straight across to 5 m inside its east edge: 22 m, shorter than "5 m out + twice the
+    # margin" though the middle of the step is deep enough to enter.
+    fence = corridor(1, [(0, -1000), (0, 1000)], 22, enter_margin_m=10, exit_margin_m=10)
+    engine = GeofenceEngine([fence])
+    track = [fix(-16, 0, 0), fix(6, 0, 4), fix(40, 0, 10)]
+    got = engine.evaluate(track) if in_one_batch else run(engine, track)
+    assert [(t.kind, t.cause) for t in got] == [(ENTER, Cause.CROSSING), (EXIT, Cause.MARGIN)]
+
+
 def test_long_gaps_are_not_trusted_for_crossing() -> None:
     engine = GeofenceEngine([circle(1, 50)], max_crossing_gap_s=300)
     assert run(engine, [fix(-300, 0, 0), fix(300, 0, 301)]) == []
