@@ -16,7 +16,8 @@ Each run measures, on the same fences and batches:
   time; the engine finds its candidates with a grid of its own, not with this tree).
 - **GeofenceEngine.evaluate**: the whole engine from `TelemetryRow`s to transitions:
   columns, projection, candidates, hysteresis classes, segment crossing and the state
-  machine. The note splits its time into phases (microseconds per fix).
+  machine, then `dirty_states()` as the hub takes them to save with each batch. The note
+  splits its time into phases (microseconds per fix).
 
 Run alone with `python -m bench --only geofences` (or this module with `python -m`).
 """
@@ -250,11 +251,14 @@ def run(report: Report, *, quick: bool) -> None:
         engine = GeofenceEngine(index)
         for rows in warmup:
             engine.evaluate(rows)
+            engine.dirty_states()
         engine.stats.seconds.clear()
         before = engine.stats.pairs, engine.stats.transitions, engine.stats.crossing_checks
         started = time.perf_counter()
         for rows in measured:
+            # As the hub does: the batch's changed states are taken to be saved with it.
             engine.evaluate(rows)
+            engine.dirty_states()
         rate = fixes / (time.perf_counter() - started)
         pairs = (engine.stats.pairs - before[0]) / fixes
         moved = (engine.stats.transitions - before[1]) / fixes * 10_000
