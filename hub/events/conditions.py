@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from db.telemetry import TelemetryRow
+    from hub.geofences import SpeedLimit
 
 EARTH_RADIUS_M: Final = 6_371_008.8
 # A fix without an accuracy is assumed this good: a consumer GPS under open sky.
@@ -78,6 +79,8 @@ class Conditions:
     overspeed_since: float | None = None
     overspeed: bool = False
     overspeed_max_kmh: float = 0.0
+    overspeed_fence: int | None = None
+    """The fence whose limit the overspeed broke (None: the default limit)."""
     door_open_while_locked: bool = False
     locked_lat: float | None = None
     locked_lon: float | None = None
@@ -177,12 +180,13 @@ class ConditionDetector:
         rows: Iterable[TelemetryRow],
         *,
         now: datetime,
-        speed_limit: Callable[[TelemetryRow], float | None] = lambda _row: None,
+        speed_limit: Callable[[TelemetryRow], SpeedLimit | None] = lambda _row: None,
         on_trip: Callable[[str], bool] = lambda _vid: False,
     ) -> list[Event]:
         """Apply fixes (any order; each vehicle's are taken oldest first); return new events.
 
-        `speed_limit` gives the limit where a fix is (a fence's), None for the default;
+        `speed_limit` gives the limit where a fix is (a fence's), None for the default (an
+        overspeed against a fence's limit is that fence's event, for its rules);
         `on_trip` says whether a vehicle has a trip under way.
         """
         horizon = now.timestamp() - self.config.notify_horizon_s
@@ -203,7 +207,16 @@ class ConditionDetector:
                 self._dirty.add(row.vehicle_id)
             notify = ts >= horizon
             events += [
-                Event(row.vehicle_id, kind, row.ts, row.lat, row.lon, None, details, notify)
+                Event(
+                    row.vehicle_id,
+                    kind,
+                    row.ts,
+                    row.lat,
+                    row.lon,
+                    record.overspeed_fence if kind is EventKind.OVERSPEED else None,
+                    details,
+                    notify,
+                )
                 for kind, details in found
             ]
         return events
@@ -246,17 +259,20 @@ class ConditionDetector:
         self,
         record: Conditions,
         row: TelemetryRow,
-        fence_limit: float | None,
+        fence_limit: SpeedLimit | None,
         found: list[tuple[EventKind, dict[str, Any]]],
     ) -> None:
         if row.speed_kmh is None:
             return  # a status-only fix says nothing about speed
-        limit = self.config.default_speed_limit_kmh if fence_limit is None else fence_limit
+        limit = self.config.default_speed_limit_kmh if fence_limit is None else fence_limit.kmh
         ts = row.ts.timestamp()
         if row.speed_kmh > limit:
             if record.overspeed_since is None:
                 record.overspeed_since = ts
                 record.overspeed_max_kmh = row.speed_kmh
+            if not record.overspeed:
+                # The fence in force when the overspeed is raised is the one it broke.
+                record.overspeed_fence = None if fence_limit is None else fence_limit.geofence_id
             record.overspeed_max_kmh = max(record.overspeed_max_kmh, row.speed_kmh)
             lasted = ts - record.overspeed_since
             if not record.overspeed and lasted >= self.config.overspeed_min_s:
@@ -272,6 +288,7 @@ class ConditionDetector:
             record.overspeed_since = None
             record.overspeed = False
             record.overspeed_max_kmh = 0.0
+            record.overspeed_fence = None
 
     def _locked(
         self, record: Conditions, row: TelemetryRow, found: list[tuple[EventKind, dict[str, Any]]]

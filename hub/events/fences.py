@@ -23,7 +23,7 @@ from db.geofences import (
 )
 from db.geofences.model import GeofenceKind
 from hub.events.model import Event, EventKind
-from hub.geofences import GeofenceEngine, GeofenceTransition, TransitionKind
+from hub.geofences import GeofenceEngine, GeofenceTransition, SpeedLimit, TransitionKind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -124,6 +124,6 @@ class FenceEvents:
         save_geofence_states(conn, self.engine.dirty_states())
         return transition_events(transitions, notify_after=now - self._horizon)
 
-    def speed_limit_kmh(self, row: TelemetryRow) -> float | None:
+    def speed_limit(self, row: TelemetryRow) -> SpeedLimit | None:
         """The lowest limit in force among the fences the fix's vehicle is inside."""
-        return self.engine.speed_limit_kmh(row.vehicle_id, row.ts)
+        return self.engine.speed_limit(row.vehicle_id, row.ts)

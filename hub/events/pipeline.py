@@ -221,7 +221,7 @@ class EventPipeline:
         events += self.detector.apply_fixes(
             rows,
             now=now,
-            speed_limit=self.fences.speed_limit_kmh,
+            speed_limit=self.fences.speed_limit,
             on_trip=lambda vehicle_id: vehicle_id in self._rented,
         )
         for state in states:

@@ -14,6 +14,7 @@ from hub.geofences.engine import (
     Fix,
     GeofenceEngine,
     GeofenceTransition,
+    SpeedLimit,
     TransitionKind,
 )
 from hub.geofences.index import Depth, FenceIndex
@@ -26,5 +27,6 @@ __all__ = [
     "Fix",
     "GeofenceEngine",
     "GeofenceTransition",
+    "SpeedLimit",
     "TransitionKind",
 ]

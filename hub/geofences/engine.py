@@ -106,6 +106,13 @@ class Fix(Protocol):
     def accuracy_m(self) -> float | None: ...  # noqa: D102
 
 
+class SpeedLimit(NamedTuple):
+    """A speed limit in force, and the fence that sets it (None: not a fence's)."""
+
+    kmh: float
+    geofence_id: int | None = None
+
+
 class TransitionKind(StrEnum):
     """Which way a vehicle crossed a fence."""
 
@@ -297,15 +304,20 @@ class GeofenceEngine:
             if stay.inside
         ]
 
-    def speed_limit_kmh(self, vehicle_id: str, at: datetime) -> float | None:
+    def speed_limit(self, vehicle_id: str, at: datetime) -> SpeedLimit | None:
         """The lowest speed limit of the fences a vehicle is inside and in force at `at`."""
         limits = [
-            fence.speed_limit_kmh
+            SpeedLimit(fence.speed_limit_kmh, fence.id)
             for fence in self.inside(vehicle_id)
             if fence.speed_limit_kmh is not None
             and (fence.schedule is None or fence.schedule.is_active(at))
         ]
         return min(limits, default=None)
+
+    def speed_limit_kmh(self, vehicle_id: str, at: datetime) -> float | None:
+        """The lowest speed limit in force where a vehicle is, in km/h (see `speed_limit`)."""
+        limit = self.speed_limit(vehicle_id, at)
+        return None if limit is None else limit.kmh
 
     def reload(self, geofences: Iterable[Geofence] | FenceIndex) -> None:
         """Switch to a new set of fences, keeping the state of those that remain.

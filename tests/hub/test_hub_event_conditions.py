@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from db.telemetry import TelemetryRow
 from hub.events.conditions import ConditionConfig, ConditionDetector, Conditions, distance_m
 from hub.events.model import EventKind
+from hub.geofences import SpeedLimit
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 LAT, LON = 31.2304, 121.4737
@@ -73,10 +74,15 @@ def test_overspeed_needs_the_minimum_duration_and_ends_below_the_hysteresis() ->
     assert events[0].details["max_speed_kmh"] == 139
 
 
-def test_a_fence_speed_limit_replaces_the_default() -> None:
+def test_a_fence_speed_limit_replaces_the_default_and_owns_the_event() -> None:
     detector = ConditionDetector(ConditionConfig(overspeed_min_s=0))
     rows = [fix(s, speed_kmh=45, locked=False) for s in range(3)]
-    assert kinds(detector, rows, speed_limit=lambda _row: 30.0) == ["overspeed"]
+    events = detector.apply_fixes(rows, now=T0, speed_limit=lambda _row: SpeedLimit(30.0, 7))
+    assert [(e.kind, e.geofence_id) for e in events] == [(EventKind.OVERSPEED, 7)]
+    # The default limit's overspeed belongs to no fence (per-fence rules do not match it).
+    fast = [fix(s, speed_kmh=150, locked=False, vehicle_id="car-2") for s in range(3)]
+    (default,) = detector.apply_fixes(fast, now=T0)
+    assert (default.kind, default.geofence_id) == (EventKind.OVERSPEED, None)
 
 
 def test_door_open_while_locked_and_moving_while_locked() -> None:
