@@ -7,9 +7,12 @@ characters (PostgreSQL refuses NUL in text), no leading or trailing blanks.
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+import functools
+import typing
+from typing import Annotated, Final, Self
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 # One printable character, or printable text that neither starts nor ends with a blank.
 PRINTABLE_TRIMMED: Final = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
@@ -33,3 +36,38 @@ Email = Annotated[
     str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN), AfterValidator(str.lower)
 ]
 """An email address, stored and compared lower-cased."""
+
+
+# A PATCH may leave any field out; it may send null only for the optional ones. For the
+# others null is absent from the schema (SkipJsonSchema) and refused by `PatchBody`.
+Keep = SkipJsonSchema[None]
+"""In a PATCH body, `X | Keep`: the field may be left out, not set to null."""
+
+
+@functools.cache
+def _not_nullable(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if Keep in typing.get_args(field.annotation)
+    )
+
+
+class PatchBody(BaseModel):
+    """A PATCH body: a field left out keeps its value, `null` clears an optional one.
+
+    A field typed `X | Keep` has no null in the schema; a client that sends one anyway is
+    refused here (422), since the stored value cannot be null.
+    """
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> Self:
+        not_nullable = _not_nullable(type(self))
+        cleared = sorted(
+            name
+            for name in self.model_fields_set
+            if getattr(self, name) is None and name in not_nullable
+        )
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)} cannot be null")
+        return self

@@ -8,11 +8,11 @@ which commands a rule may issue are checked by the service, and answer 409.
 from __future__ import annotations
 
 from datetime import datetime  # noqa: TC003 - pydantic reads the annotations at runtime
-from typing import Annotated, Any, Final, Self
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from api.schemas import Keep, PatchBody
 from db.event_rules import Channel, EventKindName
 from protocol.commands import Action
 
@@ -60,12 +60,7 @@ class EventRuleCreate(BaseModel):
     enabled: bool = Field(default=True, description="A disabled rule decides too: nothing.")
 
 
-# A PATCH may leave any field out; it may send null only for the optional ones. For the
-# others null is absent from the schema (SkipJsonSchema) and refused by the validator below.
-Keep = SkipJsonSchema[None]
-
-
-class EventRuleUpdate(BaseModel):
+class EventRuleUpdate(PatchBody):
     """A PATCH: the fields sent replace the stored ones.
 
     `"geofence_id": null` makes the rule its kind's default; `"command": null` removes it.
@@ -79,24 +74,9 @@ class EventRuleUpdate(BaseModel):
     command: Command | None = None
     enabled: bool | Keep = None
 
-    @model_validator(mode="after")
-    def _required_stay_set(self) -> Self:
-        cleared = sorted(
-            name
-            for name in self.model_fields_set
-            if getattr(self, name) is None and name in REQUIRED_ON_UPDATE
-        )
-        if cleared:
-            raise ValueError(f"{', '.join(cleared)} cannot be null")
-        return self
-
     def changes(self) -> dict[str, Any]:
         """Only the fields the client sent, as stored (enums as their names)."""
         return self.model_dump(mode="json", exclude_unset=True)
-
-
-# Fields a PATCH may not set to null (the table has no null for them).
-REQUIRED_ON_UPDATE: Final = frozenset({"kind", "channels", "enabled"})
 
 
 class EventRule(BaseModel):

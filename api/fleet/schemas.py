@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid  # noqa: TC003 - pydantic reads the annotations at runtime
 from datetime import datetime  # noqa: TC003 - idem
 from enum import StrEnum
-from typing import Annotated, Final, Literal, Self
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -14,11 +14,10 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
-    model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
 
 from api.fleet.settings import VinCheck
+from api.schemas import Keep, PatchBody
 from protocol.topics import VEHICLE_ID_PATTERN
 
 # ISO 4217 codes in circulation (2024); an unknown code is refused by the schema.
@@ -201,12 +200,7 @@ class VehicleCreate(VehicleFields):
     mileage_km: Mileage = 0
 
 
-# A PATCH may leave any field out; it may send null only for the optional ones. For the
-# others, null is absent from the schema (SkipJsonSchema) and refused by the validator below.
-Keep = SkipJsonSchema[None]
-
-
-class VehicleUpdate(VehicleFields):
+class VehicleUpdate(VehicleFields, PatchBody):
     """A PATCH: only the fields sent change; `null` clears an optional one."""
 
     plate: Plate | Keep = None
@@ -225,37 +219,6 @@ class VehicleUpdate(VehicleFields):
     status: VehicleStatus | Keep = None
     notes: Notes | Keep = None
     mileage_km: Mileage | Keep = None
-
-    @model_validator(mode="after")
-    def _required_stay_set(self) -> Self:
-        cleared = sorted(
-            name
-            for name in self.model_fields_set
-            if getattr(self, name) is None and name in REQUIRED_ON_UPDATE
-        )
-        if cleared:
-            raise ValueError(f"{', '.join(cleared)} cannot be null")
-        return self
-
-
-# Fields a PATCH may not set to null (the column is NOT NULL).
-REQUIRED_ON_UPDATE: Final = frozenset(
-    {
-        "plate",
-        "make",
-        "model",
-        "category",
-        "fuel_type",
-        "seats",
-        "features",
-        "price_hour_minor",
-        "price_day_minor",
-        "currency",
-        "status",
-        "notes",
-        "mileage_km",
-    }
-)
 
 
 class BulkCreateRow(VehicleCreate):

@@ -9,12 +9,11 @@ zone) is checked by `db.geofences.model.GeofenceSpec`, and its failures answer 4
 from __future__ import annotations
 
 from datetime import datetime  # noqa: TC003 - pydantic reads the annotations at runtime
-from typing import Annotated, Any, Final, Self
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
-from api.schemas import PRINTABLE_TRIMMED
+from api.schemas import PRINTABLE_TRIMMED, Keep, PatchBody
 from db.geofences.model import (
     MAX_DWELL_S,
     MAX_MARGIN_M,
@@ -87,12 +86,7 @@ class GeofenceCreate(BaseModel):
         return self.model_dump(by_alias=True)
 
 
-# A PATCH may leave any field out; it may send null only for the optional ones. For the
-# others null is absent from the schema (SkipJsonSchema) and refused by the validator below.
-Keep = SkipJsonSchema[None]
-
-
-class GeofenceUpdate(BaseModel):
+class GeofenceUpdate(PatchBody):
     """A PATCH: the fields sent replace the stored ones, then the whole is validated again.
 
     `null` clears an optional field (a circle turned polygon sends `"radius_m": null`).
@@ -112,26 +106,9 @@ class GeofenceUpdate(BaseModel):
     dwell_s: Dwell | Keep = None
     active: bool | Keep = None
 
-    @model_validator(mode="after")
-    def _required_stay_set(self) -> Self:
-        cleared = sorted(
-            name
-            for name in self.model_fields_set
-            if getattr(self, name) is None and name in REQUIRED_ON_UPDATE
-        )
-        if cleared:
-            raise ValueError(f"{', '.join(cleared)} cannot be null")
-        return self
-
     def changes(self) -> dict[str, Any]:
         """Only the fields the client sent, as `GeofenceSpec` takes them."""
         return self.model_dump(exclude_unset=True, by_alias=True)
-
-
-# Fields a PATCH may not set to null (the spec has no null for them).
-REQUIRED_ON_UPDATE: Final = frozenset(
-    {"name", "kind", "geometry", "enter_margin_m", "exit_margin_m", "dwell_s", "active"}
-)
 
 
 class Geofence(BaseModel):
