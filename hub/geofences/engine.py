@@ -389,10 +389,17 @@ class GeofenceEngine:
             )
             # Fixes older than the one that set a state cannot be news.
             self._last_t[vehicle] = max(self._last_t[vehicle], stay.fix_t)
-            if stay.idle or state.geofence_id not in self._index.slot_of:
+            slot = self._index.slot_of.get(state.geofence_id)
+            if slot is None:
+                stays.pop(state.geofence_id, None)
+                continue
+            if stay.idle:
                 stays.pop(state.geofence_id, None)
             else:
                 stays[state.geofence_id] = stay
+            # The keys follow state by state, so that reloading a few vehicles (several
+            # hubs take turns on them every batch) costs no rebuild of the whole fleet's.
+            self._note(vehicle, slot, stay)
         for position in positions:
             vehicle = self._vehicle(position.vehicle_id)
             t = position.ts.timestamp()
@@ -400,7 +407,6 @@ class GeofenceEngine:
                 self._last_t[vehicle] = t
                 self._last_lon[vehicle] = position.lon
                 self._last_lat[vehicle] = position.lat
-        self._rebuild_keys()
 
     def replace_vehicles(
         self,
