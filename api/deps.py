@@ -69,23 +69,30 @@ RedisDep = Annotated[redis.asyncio.Redis, Depends(_redis)]
 
 
 @asynccontextmanager
+async def _borrowed(resources: Resources) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pooled connection; 503 when the database cannot give one or dies meanwhile."""
+    try:
+        async with resources.pool.connection() as conn:
+            yield conn
+    except (PoolTimeout, OperationalError) as exc:
+        log.warning("database unavailable: %s", exc)
+        raise ServiceUnavailableError("database unavailable; retry shortly") from exc
+
+
+@asynccontextmanager
 async def unit_of_work(resources: Resources) -> AsyncIterator[AsyncConnection[Any]]:
     """A pooled connection in a transaction: committed on success, rolled back on error.
 
     `Conn` wraps this for endpoints; an endpoint that must call out (WeChat) before touching
     the database opens it itself, so no connection idles through the outside call.
     """
-    try:
-        async with resources.pool.connection() as conn:
-            try:
-                yield conn
-            except ApiError as exc:
-                if exc.keeps_changes:
-                    await conn.commit()
-                raise
-    except (PoolTimeout, OperationalError) as exc:
-        log.warning("database unavailable: %s", exc)
-        raise ServiceUnavailableError("database unavailable; retry shortly") from exc
+    async with _borrowed(resources) as conn:
+        try:
+            yield conn
+        except ApiError as exc:
+            if exc.keeps_changes:
+                await conn.commit()
+            raise
 
 
 # Methods that only read. They run in autocommit: under READ COMMITTED every statement
@@ -98,18 +105,14 @@ READ_METHODS: Final = frozenset({"GET", "HEAD"})
 @asynccontextmanager
 async def reading(resources: Resources) -> AsyncIterator[AsyncConnection[Any]]:
     """A pooled connection in autocommit, for a request that only reads."""
-    try:
-        async with resources.pool.connection() as conn:
-            await conn.set_autocommit(True)
-            try:
-                yield conn
-            finally:
-                # Back to the pool as it was lent: the next borrower may write.
-                if not conn.closed:
-                    await conn.set_autocommit(False)
-    except (PoolTimeout, OperationalError) as exc:
-        log.warning("database unavailable: %s", exc)
-        raise ServiceUnavailableError("database unavailable; retry shortly") from exc
+    async with _borrowed(resources) as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            # Back to the pool as it was lent: the next borrower may write.
+            if not conn.closed:
+                await conn.set_autocommit(False)
 
 
 async def _connection(
