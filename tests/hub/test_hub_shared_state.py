@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 from geofence_testing import at, circle, fix, square
-from hub_testing import hub_settings, make_fix, now_ms, running_hub, seed_vehicles, wait_until
+from hub_testing import (
+    hub_settings,
+    make_fix,
+    now_ms,
+    running_hub,
+    seed_vehicles,
+    telemetry_count,
+    wait_until,
+)
 from test_hub_events import add_fence, events_of
 
 from db.geofences import VehiclePosition
@@ -36,12 +44,6 @@ if TYPE_CHECKING:
 # would see out, in, out, in and its own half of every stay.
 TRACK_EAST_M = [-900, 0, 100, 900, 1000, 0, 100, 900, 1000, -100, 0, 900]
 FUEL_PCT = [40, 40, 12, 12, 11, 11, 11, 30, 30, 30, 12, 12]
-
-
-def stored(url: str, vehicle: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM telemetry WHERE vehicle_id = %s", (vehicle,))
-        return int(row.fetchone()[0])  # type: ignore[index]
 
 
 def test_two_hubs_raise_each_event_once_for_a_track_split_between_them(
@@ -72,7 +74,9 @@ def test_two_hubs_raise_each_event_once_for_a_track_split_between_them(
             fix = make_fix(seq, start + seq * 10_000, lat=lat, lon=lon, fuel_pct=float(fuel))
             pub.publish(topic, encode_telemetry(fix))
             pub.flush()
-            wait_until(lambda n=seq + 1: stored(url, car) >= n, what=f"fix {seq} stored")
+            wait_until(
+                lambda n=seq + 1: telemetry_count(url, car)[0] >= n, what=f"fix {seq} stored"
+            )
         shares = [hub_a.stats.fixes_stored, hub_b.stats.fixes_stored]
         reloads = [hub_a.stats.state_reloads, hub_b.stats.state_reloads]
     assert sum(shares) == len(TRACK_EAST_M)
