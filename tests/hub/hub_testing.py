@@ -23,7 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub.service import Hub
 from hub.settings import HubSettings
 from protocol.broker_url import BrokerUrl
-from protocol.telemetry import Telemetry
+from protocol.telemetry import Telemetry, encode_telemetry
+from protocol.topics import Topic
 
 if TYPE_CHECKING:
     import signal
@@ -218,6 +219,28 @@ def seed_vehicles(database_url: str, vehicle_ids: Sequence[str]) -> None:
                 " ON CONFLICT (id) DO NOTHING",
                 (vehicle_id, f"{vehicle_id}-{number}"),
             )
+
+
+# About 300 m north: well past the 150 m (plus accuracy) a parked car's GPS may drift.
+METRES_300_LAT = 0.0027
+
+
+def publish_theft(pub: Publisher, car: str, root: str) -> None:
+    """A locked, parked car, then the same car 300 m away a minute later."""
+    topic = Topic.telemetry(car, root=root).value
+    start = now_ms() - 90_000
+    parked = {"locked": True, "engine_on": False, "speed_kmh": 0.0}
+    pub.publish(topic, encode_telemetry(make_fix(1, start, **parked)))
+    pub.publish(topic, encode_telemetry(make_fix(2, start + 30_000, **parked)))
+    moved = make_fix(3, start + 60_000, lat=31.2304 + METRES_300_LAT, **parked)
+    pub.publish(topic, encode_telemetry(moved))
+    pub.flush()
+
+
+def query_rows(database_url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of one query, on a connection of its own."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query, params).fetchall()
 
 
 def telemetry_count(database_url: str, root: str) -> tuple[int, int]:

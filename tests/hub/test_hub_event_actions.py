@@ -17,8 +17,8 @@ import pytest
 from celery.contrib.testing.worker import start_worker  # type: ignore[import-untyped]
 from hub_testing import (
     hub_settings,
-    make_fix,
-    now_ms,
+    publish_theft,
+    query_rows,
     running_hub,
     seed_vehicles,
     wait_until,
@@ -31,8 +31,6 @@ from freecar.settings import Settings
 from hub.events.actions import NotificationQueue, apply_rules
 from hub.events.model import Event, EventKind
 from hub.events.pipeline import store_events
-from protocol.telemetry import encode_telemetry
-from protocol.topics import Topic
 from worker.app import NOTIFY_PENDING_TASK, create_celery
 
 if TYPE_CHECKING:
@@ -45,8 +43,6 @@ if TYPE_CHECKING:
 
 
 wt = worker_testing()
-# About 300 m north: well past the 150 m (plus accuracy) a parked car's GPS may drift.
-METRES_300_LAT = 0.0027
 
 
 @pytest.fixture
@@ -64,32 +60,15 @@ def worker_app(migrated_database_url: str, redis_url: str, smtp: Any, webhook: A
     return app
 
 
-def _publish_theft(pub: Publisher, car: str, root: str) -> None:
-    """A locked, parked car, then the same car 300 m away a minute later."""
-    topic = Topic.telemetry(car, root=root).value
-    start = now_ms() - 90_000
-    parked = {"locked": True, "engine_on": False, "speed_kmh": 0.0}
-    pub.publish(topic, encode_telemetry(make_fix(1, start, **parked)))
-    pub.publish(topic, encode_telemetry(make_fix(2, start + 30_000, **parked)))
-    moved = make_fix(3, start + 60_000, lat=31.2304 + METRES_300_LAT, **parked)
-    pub.publish(topic, encode_telemetry(moved))
-    pub.flush()
-
-
-def _rows(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()
-
-
 def _check_command(url: str, car: str) -> int:
     """The one event and its one immobilize command; the event's id."""
-    [(event_id, notify)] = _rows(
+    [(event_id, notify)] = query_rows(
         url,
         "SELECT id, notify FROM events WHERE vehicle_id = %s AND kind = 'moving_while_locked'",
         car,
     )
     assert notify
-    commands = _rows(
+    commands = query_rows(
         url,
         "SELECT action, issued_by, correlation_id FROM vehicle_commands WHERE vehicle_id = %s",
         car,
@@ -129,9 +108,9 @@ def test_a_car_moving_while_locked_is_immobilized_and_ops_are_told(  # noqa: PLR
     settings = hub_settings(devstack, database_url=url, redis_url=redis_url, root=root)
     with running_hub(settings) as hub:
         with start_worker(worker_app, perform_ping_check=False, shutdown_timeout=30):
-            _publish_theft(publisher(devstack.info.mqtt_url), car, root)
+            publish_theft(publisher(devstack.info.mqtt_url), car, root)
             wait_until(
-                lambda: _rows(url, "SELECT 1 FROM events WHERE vehicle_id = %s", car),
+                lambda: query_rows(url, "SELECT 1 FROM events WHERE vehicle_id = %s", car),
                 what="the event stored",
             )
             event_id = _check_command(url, car)
@@ -166,7 +145,7 @@ def test_when_the_hand_off_fails_the_sweep_sends_the_notifications(  # noqa: PLR
         assert hub.events.notifications is not None
         hub.events.notifications.close()
         hub.events.notifications = queue
-        _publish_theft(publisher(devstack.info.mqtt_url), car, root)
+        publish_theft(publisher(devstack.info.mqtt_url), car, root)
         wait_until(lambda: queue.failed == 1, what="the failed hand-off counted")
         event_id = _check_command(url, car)
         assert not wt.notified(url, event_id)
@@ -201,7 +180,7 @@ def test_rules_command_only_fresh_events_of_cars_that_take_commands(
     fresh = ids[active, True, EventKind.MOVING_WHILE_LOCKED]
     # The retired car's event is still told to ops; only its command is refused.
     assert to_notify == [fresh, ids[retired, True, EventKind.MOVING_WHILE_LOCKED]]
-    commands = _rows(
+    commands = query_rows(
         url,
         "SELECT vehicle_id, correlation_id FROM vehicle_commands WHERE vehicle_id LIKE %s",
         f"{root}%",

@@ -8,13 +8,17 @@ shows which rule it applied.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
-from hub_testing import hub_settings, make_fix, now_ms, running_hub, seed_vehicles, wait_until
-
-from protocol.telemetry import encode_telemetry
-from protocol.topics import Topic
+from hub_testing import (
+    hub_settings,
+    publish_theft,
+    query_rows,
+    running_hub,
+    seed_vehicles,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,29 +27,15 @@ if TYPE_CHECKING:
 
     from devstack.stack import DevStack
 
-# About 300 m north: well past the 150 m (plus accuracy) a parked car's GPS may drift.
-METRES_300_LAT = 0.0027
 # Far beyond the test's length: a rule reloaded here was not reloaded by the sweep.
 SWEEP_NEVER_S = 3600.0
 
 
-def _rows(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()
-
-
 def _steal(pub: Publisher, url: str, car: str, root: str) -> list[str]:
     """A locked car parked, then moved 300 m; the actions commanded for its event."""
-    topic = Topic.telemetry(car, root=root).value
-    start = now_ms() - 90_000
-    parked = {"locked": True, "engine_on": False, "speed_kmh": 0.0}
-    pub.publish(topic, encode_telemetry(make_fix(1, start, **parked)))
-    pub.publish(topic, encode_telemetry(make_fix(2, start + 30_000, **parked)))
-    moved = make_fix(3, start + 60_000, lat=31.2304 + METRES_300_LAT, **parked)
-    pub.publish(topic, encode_telemetry(moved))
-    pub.flush()
+    publish_theft(pub, car, root)
     wait_until(
-        lambda: _rows(
+        lambda: query_rows(
             url,
             "SELECT 1 FROM events WHERE vehicle_id = %s AND kind = 'moving_while_locked'",
             car,
@@ -53,7 +43,7 @@ def _steal(pub: Publisher, url: str, car: str, root: str) -> list[str]:
         what=f"the theft of {car} stored",
     )
     # The command, if any, was issued in the transaction that stored the event.
-    rows = _rows(url, "SELECT action FROM vehicle_commands WHERE vehicle_id = %s", car)
+    rows = query_rows(url, "SELECT action FROM vehicle_commands WHERE vehicle_id = %s", car)
     return [str(action) for (action,) in rows]
 
 
