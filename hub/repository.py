@@ -466,24 +466,31 @@ def expire_commands(
         return cur.execute(_EXPIRE_COMMANDS, params).fetchall()
 
 
+def _all_or_some(
+    conn: psycopg.Connection[Any],
+    every: LiteralString,
+    some: LiteralString,
+    vehicle_ids: Collection[str] | None,
+) -> list[tuple[Any, ...]]:
+    """The rows of `every` vehicle, or of `some` (a query on `%(vehicle_ids)s`)."""
+    if vehicle_ids is None:
+        return conn.execute(every).fetchall()
+    return conn.execute(some, {"vehicle_ids": list(vehicle_ids)}).fetchall()
+
+
 def load_conditions(
     conn: psycopg.Connection[Any], vehicle_ids: Collection[str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Saved status-event conditions as stored JSON: every vehicle's, or those of some."""
-    if vehicle_ids is None:
-        return dict(conn.execute(_LOAD_CONDITIONS).fetchall())
-    params = {"vehicle_ids": list(vehicle_ids)}
-    return dict(conn.execute(_LOAD_VEHICLE_CONDITIONS, params).fetchall())
+    rows = _all_or_some(conn, _LOAD_CONDITIONS, _LOAD_VEHICLE_CONDITIONS, vehicle_ids)
+    return dict(rows)
 
 
 def newest_fixes(
     conn: psycopg.Connection[Any], vehicle_ids: Collection[str] | None = None
 ) -> dict[str, float]:
     """Each vehicle's newest stored fix time in epoch seconds: every vehicle's, or some."""
-    if vehicle_ids is None:
-        rows = conn.execute(_NEWEST_FIXES).fetchall()
-    else:
-        rows = conn.execute(_NEWEST_VEHICLE_FIXES, {"vehicle_ids": list(vehicle_ids)}).fetchall()
+    rows = _all_or_some(conn, _NEWEST_FIXES, _NEWEST_VEHICLE_FIXES, vehicle_ids)
     return {vid: float(ts) for vid, ts in rows}
 
 
@@ -491,10 +498,8 @@ def state_revisions(
     conn: psycopg.Connection[Any], vehicle_ids: Collection[str] | None = None
 ) -> dict[str, int]:
     """Each vehicle state's revision (`vehicle_state.rev`): every vehicle's, or some."""
-    if vehicle_ids is None:
-        return dict(conn.execute(_STATE_REVISIONS).fetchall())
-    params = {"vehicle_ids": list(vehicle_ids)}
-    return dict(conn.execute(_VEHICLE_STATE_REVISIONS, params).fetchall())
+    rows = _all_or_some(conn, _STATE_REVISIONS, _VEHICLE_STATE_REVISIONS, vehicle_ids)
+    return dict(rows)
 
 
 def lock_stripe(vehicle_id: str) -> int:
