@@ -11,6 +11,8 @@ WORKDIR /app
 # Sources only (.dockerignore keeps tests, the virtualenv and any .env out of the image).
 COPY pyproject.toml README.md LICENSE ./
 COPY freecar ./freecar
+COPY core ./core
+COPY jobs ./jobs
 COPY protocol ./protocol
 COPY vehicle_agent ./vehicle_agent
 COPY simulator ./simulator

@@ -34,7 +34,7 @@ from api.settings import ApiSettings
 from api.users.endpoints import admin_router, me_router
 from api.vehicles.endpoints import maintenance_router
 from api.vehicles.endpoints import router as vehicles_router
-from freecar.settings import Environment
+from core.settings import Environment
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -18,8 +18,8 @@ from api.auth.service import SessionPolicy
 from api.auth.tokens import TokenCodec
 from api.auth.wechat import WeChatClient
 from api.ratelimit import RateLimiter
-from freecar.settings import Environment
-from worker.app import create_celery
+from core.settings import Environment
+from jobs.producer import create_producer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -132,7 +132,7 @@ async def open_resources(
             headers={"User-Agent": "freecar-api"},
         )
         stack.push_async_callback(http.aclose)
-        celery = create_celery(settings)
+        celery = create_producer(settings)
         stack.callback(celery.close)
         limiter = RateLimiter.from_settings(settings, client) if settings.api_rate_limits else None
         yield Resources(

@@ -13,8 +13,8 @@ from pydantic_settings import NoDecode
 
 from api.auth.keys import TokenKey, parse_token_keys
 from api.fleet.settings import FleetSettings
-from freecar.filestore.settings import FileStoreSettings
-from freecar.settings import Environment
+from core.filestore.settings import FileStoreSettings
+from core.settings import Environment
 
 # Per-endpoint budgets, on top of the per-IP and per-user ones: signing in and refreshing
 # are what a credential-stuffing script hammers, so they get tight budgets per client. Keys

@@ -39,8 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `freecar migrate`."""
+    from core.settings import Settings
     from db.migrate import Migration, MigrationError, migrate
-    from freecar.settings import Settings
 
     url: str = args.database_url or Settings().database_url.get_secret_value()
 

@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     import psycopg
     from pydantic import ValidationError
 
+    from core.settings import Settings
     from db.commands import CommandError, issue_command, wait_for_command
-    from freecar.settings import Settings
     from protocol.commands import Action
 
     try:

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     import psycopg
     from pydantic import ValidationError
 
-    from freecar.settings import Settings
+    from core.settings import Settings
 
     try:
         url = Settings().database_url.get_secret_value()

@@ -32,10 +32,10 @@ from hub.filters import FilterConfig, FixFilter
 from hub.intake import EPOCH, Intake
 from hub.stats import HubStats
 from hub.writer import CONNECT_TIMEOUT_S, RETRY_CAP_S, RETRY_FIRST_S, Writer
+from jobs.producer import create_producer
 from protocol.backoff import Backoff
 from protocol.signing import CommandSigner
 from protocol.topics import TopicFilter, TopicKind
-from worker.app import create_celery
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -111,7 +111,7 @@ class Hub:
         self.events = EventPipeline(
             settings.redis_url.get_secret_value(),
             stats=self.stats,
-            notifications=NotificationQueue(create_celery(settings)),
+            notifications=NotificationQueue(create_producer(settings)),
         )
         self.writer = Writer(
             database_url=settings.database_url.get_secret_value(),

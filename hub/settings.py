@@ -10,7 +10,7 @@ from typing import Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from freecar.settings import Environment, Settings
+from core.settings import Environment, Settings
 from protocol.errors import KeyFormatError, TopicError
 from protocol.keys import SigningKey
 from protocol.topics import DEFAULT_ROOT, check_root

@@ -16,7 +16,7 @@ import yaml
 import api.settings
 import hub.settings
 import worker.app
-from freecar.settings import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -138,3 +138,11 @@ def test_hubs_have_distinct_client_ids(compose: dict[str, Any]) -> None:
         env = _environment(service)
         assert env["FREECAR_HUB_SIGNING_KEY"].startswith("${")
         assert env["FREECAR_MQTT_URL"].startswith("mqtt://hub:${")
+
+
+def test_the_image_copies_every_package() -> None:
+    """A package left out of the Dockerfile fails only in production: say it here."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, flags=re.MULTILINE))
+    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    assert packages <= copied, sorted(packages - copied)

@@ -1,8 +1,8 @@
 """The Celery app: Redis broker, JSON only, results ignored unless a task asks.
 
-The API creates it in its lifespan to queue jobs after a request commits, the hub to hand
-events to the notifications; `freecar worker` (or `celery -A worker.app worker`) runs the
-tasks. `worker.ping` lets an operator check the pipe end to end.
+`freecar worker` (or `celery -A worker.app worker`) runs the tasks. Senders (the API, the
+hub) never import this module: they queue tasks by name through `jobs.producer`, whose
+conventions this app shares. `worker.ping` lets an operator check the pipe end to end.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Final
 
 from celery import Celery  # type: ignore[import-untyped] # celery ships no type hints
 
-from freecar.settings import Settings
+from core.settings import Settings
+from jobs.names import NOTIFY_PENDING_TASK
+from jobs.producer import celery_config
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -19,15 +21,9 @@ if TYPE_CHECKING:
 # Modules whose tasks the worker registers.
 TASK_MODULES: Final = ("worker.tasks", "worker.notifications.tasks")
 
-# Task names, for senders that do not import the tasks (the hub).
-NOTIFY_EVENT_TASK: Final = "worker.notify_event"
-NOTIFY_PENDING_TASK: Final = "worker.notify_pending"
 # The sweep for notifications whose task never arrived: once a minute, as promised in
 # docs/events.md (an event waits at most about two minutes for its notifications).
 NOTIFY_PENDING_EVERY_S: Final = 60.0
-# Senders (the hub's writer thread, API requests) must not hang on a dead Redis: a few
-# seconds to connect or answer, then the send fails and the caller moves on.
-BROKER_SOCKET_TIMEOUT_S: Final = 3.0
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -36,12 +32,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
     url = settings.redis_url.get_secret_value()
     app = Celery("freecar", broker=url, include=list(TASK_MODULES))
     conf: Mapping[str, object] = {
-        # JSON only: pickle would let whoever can write to Redis run code in the worker.
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "result_serializer": "json",
-        "task_ignore_result": True,
-        "enable_utc": True,
+        **celery_config(),
         # Acknowledge after the task ran, so a worker killed mid-task does not lose it;
         # tasks are written to be idempotent for that reason.
         "task_acks_late": True,
@@ -49,12 +40,6 @@ def create_celery(settings: Settings | None = None) -> Celery:
         # One task at a time per worker process: OCR and invoices are heavy, and prefetched
         # tasks would wait behind them instead of going to an idle worker.
         "worker_prefetch_multiplier": 1,
-        "broker_connection_retry_on_startup": True,
-        "broker_connection_timeout": BROKER_SOCKET_TIMEOUT_S,
-        "broker_transport_options": {
-            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
-            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
-        },
         # Run by the beat embedded in `freecar worker` (one per deployment).
         "beat_schedule": {
             "notify-pending": {"task": NOTIFY_PENDING_TASK, "schedule": NOTIFY_PENDING_EVERY_S}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from freecar.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from celery import Celery  # type: ignore[import-untyped] # celery ships no type hints

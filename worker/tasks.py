@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 
 from celery import shared_task  # type: ignore[import-untyped] # celery ships no type hints
 
+from jobs.names import PING_TASK, VEHICLE_IMAGE_VARIANTS_TASK
+
 if TYPE_CHECKING:
-    from freecar.filestore import FileStore
+    from core.filestore import FileStore
 
 
-@shared_task(name="worker.ping")  # type: ignore[untyped-decorator] # celery is untyped
+@shared_task(name=PING_TASK)  # type: ignore[untyped-decorator] # celery is untyped
 def ping() -> str:
     """Answer "pong": proves a worker consumes the queue."""
     return "pong"
@@ -28,8 +30,8 @@ def make_image_variants(
     """
     import psycopg  # noqa: PLC0415 - the worker loads what a task needs when it runs
 
-    from api.fleet.images import process_image  # noqa: PLC0415 - idem
-    from freecar.filestore import FileStoreSettings, open_filestore  # noqa: PLC0415 - idem
+    from core.filestore import FileStoreSettings, open_filestore  # noqa: PLC0415 - idem
+    from worker.images import process_image  # noqa: PLC0415 - idem
 
     # The API and the worker must share the store: the same FREECAR_FILES_* settings (with
     # the local backend, the same FREECAR_FILES_DIR on a shared volume).
@@ -46,7 +48,7 @@ def make_image_variants(
     return asyncio.run(run())
 
 
-@shared_task(name="worker.vehicle_image_variants")  # type: ignore[untyped-decorator] # celery is untyped
+@shared_task(name=VEHICLE_IMAGE_VARIANTS_TASK)  # type: ignore[untyped-decorator] # celery is untyped
 def vehicle_image_variants(image_id: str) -> str | None:
     """Celery task: make a vehicle image's thumbnails after its upload committed."""
     return make_image_variants(image_id)

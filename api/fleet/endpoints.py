@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 
 from api.deps import Conn, ResourcesDep, SettingsDep, admin_network_guard
 from api.errors import NotFoundError, error_responses
-from api.fleet import bulk, images, repository, service
+from api.fleet import bulk, images, service
 from api.fleet.auth import FleetStaff
 from api.fleet.files import FileStoreDep
 from api.fleet.schemas import (
@@ -41,7 +41,10 @@ from api.fleet.schemas import (
     VehicleUpdate,
     VinCheckMode,
 )
-from freecar.filestore import FileStore
+from core.filestore import FileStore
+from core.images import image_key
+from db import vehicle_images
+from jobs.names import VEHICLE_IMAGE_VARIANTS_TASK
 from protocol.topics import VEHICLE_ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -56,8 +59,6 @@ router = APIRouter(
 # A page of 50 fills an admin's screen; 200 bounds one query's cost.
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
-# The Celery task that makes an image's variants (worker/tasks.py).
-VARIANTS_TASK = "worker.vehicle_image_variants"
 
 VehicleIdPath = Annotated[str, Path(pattern=VEHICLE_ID_PATTERN, description="The vehicle's id.")]
 VinCheckQuery = Annotated[
@@ -298,7 +299,7 @@ async def rotate_credentials(
 # --- images -------------------------------------------------------------------------------------
 
 
-def _image_view(row: repository.ImageRow, store: FileStore, ttl_s: int) -> VehicleImage:
+def _image_view(row: vehicle_images.ImageRow, store: FileStore, ttl_s: int) -> VehicleImage:
     variants = {
         name: store.signed_url(str(variant["key"]), ttl_s)
         for name, variant in sorted(row.variants.items())
@@ -322,10 +323,10 @@ def _image_view(row: repository.ImageRow, store: FileStore, ttl_s: int) -> Vehic
 def queue_variants(celery: Any, image_id: uuid.UUID) -> None:  # noqa: ANN401 - celery is untyped
     """Queue the variants task (runs after the response, so after the commit)."""
     try:
-        celery.send_task(VARIANTS_TASK, args=[str(image_id)])
+        celery.send_task(VEHICLE_IMAGE_VARIANTS_TASK, args=[str(image_id)])
     except Exception:
         # The image stays `pending`; uploading again or running the task by hand fixes it.
-        log.exception("could not queue %s for image %s", VARIANTS_TASK, image_id)
+        log.exception("could not queue %s for image %s", VEHICLE_IMAGE_VARIANTS_TASK, image_id)
 
 
 @router.post(
@@ -353,17 +354,17 @@ async def upload_image(  # noqa: PLR0913 - the request's parts
     await service.get_vehicle(conn, vehicle_id)
     data = await file.read(settings.fleet_image_max_bytes + 1)
     checked = await asyncio.to_thread(
-        images.check_image,
+        images.check_upload,
         data,
         max_bytes=settings.fleet_image_max_bytes,
         min_side=settings.fleet_image_min_side_px,
         max_side=settings.fleet_image_max_side_px,
     )
     image_id = uuid.uuid4()
-    key = images.image_key(vehicle_id, image_id, f"original.{checked.extension}")
+    key = image_key(vehicle_id, image_id, f"original.{checked.extension}")
     # Stored before the row commits, so the worker always finds the file the row names.
     await asyncio.to_thread(store.put, key, checked.data, content_type=checked.content_type)
-    row = await repository.insert_image(
+    row = await vehicle_images.insert_image(
         conn,
         {
             "id": image_id,
@@ -391,7 +392,7 @@ async def list_images(
 ) -> VehicleImageList:
     """Oldest first, with signed links that expire after FREECAR_FLEET_IMAGE_URL_TTL_S."""
     await service.get_vehicle(conn, vehicle_id)
-    rows = await repository.list_images(conn, vehicle_id)
+    rows = await vehicle_images.list_images(conn, vehicle_id)
     return VehicleImageList(
         items=[_image_view(row, store, settings.fleet_image_url_ttl_s) for row in rows]
     )
@@ -420,7 +421,7 @@ async def delete_image(
     background: BackgroundTasks,
 ) -> None:
     """The record goes at once; its files are removed after the commit."""
-    row = await repository.delete_image(conn, vehicle_id, image_id)
+    row = await vehicle_images.delete_image(conn, vehicle_id, image_id)
     if row is None:
         raise NotFoundError("image not found")
     keys = [row.key] + [

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.deps import SettingsDep
 from api.errors import ApiError, NotFoundError, ServiceUnavailableError, error_responses
-from freecar.filestore import (
+from core.filestore import (
     FileNotFoundInStoreError,
     FileStore,
     FileStoreError,

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field, SecretStr, field_validator
 
-from freecar.settings import Settings
+from core.settings import Settings
 from protocol.broker_url import BrokerUrl
 from protocol.errors import TopicError
 from protocol.topics import DEFAULT_ROOT, check_root

@@ -101,7 +101,7 @@ async def _create(staff: object, database_url: str | None) -> tuple[str, str, st
     from api.identity import Role
     from api.users import service
     from api.users.schemas import StaffCreate
-    from freecar.settings import Settings
+    from core.settings import Settings
 
     assert isinstance(staff, StaffCreate)
     url = database_url or Settings().database_url.get_secret_value()

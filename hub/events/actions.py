@@ -14,8 +14,8 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from db.commands import CommandError, issue_command
+from jobs.names import NOTIFY_EVENT_TASK
 from protocol.commands import Action
-from worker.app import NOTIFY_EVENT_TASK
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

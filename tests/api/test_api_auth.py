@@ -15,7 +15,7 @@ from api.auth.keys import parse_token_key
 from api.auth.tokens import TokenCodec
 from api.identity import Role
 from api.users.service import create_staff
-from freecar.settings import Environment
+from core.settings import Environment
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ import redis
 from api_testing import Api, FakeClock, MakeApi, SignedIn, error_code
 from PIL import Image
 
-from freecar.filestore import LocalFileStore
+from core.filestore import LocalFileStore
 from worker.tasks import make_image_variants
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from schemathesis.python import asgi
 
 from api.app import create_app
 from api.settings import ApiSettings
-from freecar.settings import Environment
+from core.settings import Environment
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

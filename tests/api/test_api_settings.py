@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from api.auth.keys import generate_token_key, parse_token_key
 from api.resources import token_codec
 from api.settings import DEFAULT_ENDPOINT_BUDGETS, ApiSettings
-from freecar.settings import Environment
+from core.settings import Environment
 
 REAL_URLS = {
     "FREECAR_DATABASE_URL": "postgresql://api:Zq8-long-random@db/freecar",

@@ -8,9 +8,9 @@ import psycopg
 import pytest
 import redis
 
+from core.settings import Settings
 from devstack.redis import DATABASES
 from devstack.testing import temporary_database
-from freecar.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -26,12 +26,13 @@ from hub_testing import (
 )
 
 import worker.notifications.tasks  # noqa: F401 - registers the tasks
+from core.settings import Settings
 from db.event_rules import EventRule, RuleBook
-from freecar.settings import Settings
 from hub.events.actions import NotificationQueue, apply_rules
 from hub.events.model import Event, EventKind
 from hub.events.pipeline import store_events
-from worker.app import NOTIFY_PENDING_TASK, create_celery
+from jobs.names import NOTIFY_PENDING_TASK
+from worker.app import create_celery
 
 if TYPE_CHECKING:
     from collections.abc import Callable

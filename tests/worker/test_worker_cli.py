@@ -18,7 +18,8 @@ from worker_testing import (
     worker_settings,
 )
 
-from worker.app import NOTIFY_EVENT_TASK, create_celery
+from jobs.names import NOTIFY_EVENT_TASK
+from worker.app import create_celery
 
 if TYPE_CHECKING:
     from pathlib import Path

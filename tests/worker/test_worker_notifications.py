@@ -21,7 +21,8 @@ from worker_testing import (
 )
 
 import worker.notifications.tasks  # noqa: F401 - registers the tasks
-from worker.app import NOTIFY_EVENT_TASK, NOTIFY_PENDING_TASK, create_celery
+from jobs.names import NOTIFY_EVENT_TASK, NOTIFY_PENDING_TASK
+from worker.app import create_celery
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -8,7 +8,7 @@ from typing import Any, Final
 import psycopg
 from celery import shared_task  # type: ignore[import-untyped] # celery ships no type hints
 
-from worker.app import NOTIFY_EVENT_TASK, NOTIFY_PENDING_TASK
+from jobs.names import NOTIFY_EVENT_TASK, NOTIFY_PENDING_TASK
 from worker.notifications import service
 from worker.notifications.channels import Senders, TransientDeliveryError
 from worker.settings import worker_settings

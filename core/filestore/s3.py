@@ -8,7 +8,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from freecar.filestore.base import FileNotFoundInStoreError, FileStoreError, StoredFile, check_key
+from core.filestore.base import FileNotFoundInStoreError, FileStoreError, StoredFile, check_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

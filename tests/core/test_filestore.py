@@ -10,7 +10,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
-from freecar.filestore import (
+from core.filestore import (
     FileNotFoundInStoreError,
     FileStoreConfigError,
     FileStoreSettings,
@@ -19,13 +19,13 @@ from freecar.filestore import (
     SignatureError,
     open_filestore,
 )
-from freecar.filestore.s3 import S3FileStore
+from core.filestore.s3 import S3FileStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from freecar.filestore import FileStore
+    from core.filestore import FileStore
 
 
 class Clock:

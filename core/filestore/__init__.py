@@ -7,7 +7,7 @@
 Keys are relative paths of `A-Za-z0-9._-` segments separated by `/`; nothing is public.
 """
 
-from freecar.filestore.base import (
+from core.filestore.base import (
     FileNotFoundInStoreError,
     FileStore,
     FileStoreConfigError,
@@ -16,9 +16,9 @@ from freecar.filestore.base import (
     StoredFile,
     check_key,
 )
-from freecar.filestore.factory import open_filestore
-from freecar.filestore.local import LocalFileStore, SignatureError
-from freecar.filestore.settings import FilesBackend, FileStoreSettings
+from core.filestore.factory import open_filestore
+from core.filestore.local import LocalFileStore, SignatureError
+from core.filestore.settings import FilesBackend, FileStoreSettings
 
 __all__ = [
     "FileNotFoundInStoreError",

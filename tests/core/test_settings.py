@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from freecar.settings import Environment, Settings
+from core.settings import Environment, Settings
 
 
 def test_reads_freecar_variables(monkeypatch: pytest.MonkeyPatch) -> None:

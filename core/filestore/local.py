@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode
 
-from freecar.filestore.base import FileNotFoundInStoreError, FileStoreError, StoredFile, check_key
+from core.filestore.base import FileNotFoundInStoreError, FileStoreError, StoredFile, check_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable

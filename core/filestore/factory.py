@@ -9,16 +9,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from freecar.filestore.base import FileStoreConfigError
-from freecar.filestore.local import LocalFileStore
-from freecar.filestore.settings import FilesBackend
-from freecar.settings import Environment
+from core.filestore.base import FileStoreConfigError
+from core.filestore.local import LocalFileStore
+from core.filestore.settings import FilesBackend
+from core.settings import Environment
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from freecar.filestore.base import FileStore
-    from freecar.filestore.settings import FileStoreSettings
+    from core.filestore.base import FileStore
+    from core.filestore.settings import FileStoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def open_filestore(
 ) -> FileStore:
     """The store FREECAR_FILES_BACKEND names; `base_url` prefixes the local store's URLs."""
     if settings.files_backend is FilesBackend.S3:
-        from freecar.filestore.s3 import S3FileStore  # noqa: PLC0415 - boto3 only when chosen
+        from core.filestore.s3 import S3FileStore  # noqa: PLC0415 - boto3 only when chosen
 
         secret = settings.files_s3_secret_access_key
         return S3FileStore.connect(

@@ -7,7 +7,7 @@ from pathlib import Path  # noqa: TC003 - pydantic reads the annotation at runti
 
 from pydantic import SecretStr  # noqa: TC002 - pydantic reads the annotation at runtime
 
-from freecar.settings import Settings
+from core.settings import Settings
 
 
 class FilesBackend(StrEnum):
