@@ -1,11 +1,18 @@
-"""Vehicle logins on Mosquitto through its dynamic-security plugin (`$CONTROL/dynamic-security/v1`).
+"""Logins on Mosquitto through its dynamic-security plugin (`$CONTROL/dynamic-security/v1`).
 
 A small synchronous client: it logs in with the broker's admin account, sends a batch of
 commands, and waits for the plugin's answer on `$CONTROL/dynamic-security/v1/response`
-(matched by correlation data). Each vehicle gets a client (username = vehicle id) and a role
-of its own, `vehicle-<id>`, holding literal ACLs made from the template in `roles.json`:
-Mosquitto 2.0's plugin does not substitute `%u` in role ACLs, so one shared role with
-patterns would match nothing.
+(matched by correlation data).
+
+Every login FreeCar makes is bound to one client id (the plugin's `clientid`): a car's login
+is its vehicle id and connects only as that id, a hub's login is its client id. Without
+the binding any login could connect under any id and take over that client's session: a
+car's login once took the hub's id and its persistent session with it (docs/operations.md).
+
+Each vehicle gets a role of its own, `vehicle-<id>`, of literal ACLs: Mosquitto 2.0's plugin
+does not substitute `%u` in role ACLs, so one shared role with patterns would match nothing.
+Which topics a car publishes and which it reads come from one place, `roles.json`; the
+car's role and the hub's are both made from it.
 
 Brokers without the plugin (amqtt in the embedded devstack) never answer; that is reported
 as `DynsecUnavailableError`, with a message saying so, after `timeout_s`.
@@ -13,7 +20,9 @@ as `DynsecUnavailableError`, with a message saying so, after `timeout_s`.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -24,16 +33,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocol.broker_url import BrokerUrl
-from protocol.topics import check_root, check_vehicle_id
+from protocol.topics import check_root, check_vehicle_id, is_valid_vehicle_id
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Sequence
 
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
 CONTROL_TOPIC: Final = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC: Final = CONTROL_TOPIC + "/response"
+HUB_ROLE: Final = "hub"
 VEHICLE_ROLE_PREFIX: Final = "vehicle-"
 # The plugin answers a local command batch in milliseconds; seconds mean the broker is not
 # Mosquitto with the plugin (nothing ever answers) or is badly overloaded.
@@ -41,11 +51,27 @@ DEFAULT_TIMEOUT_S: Final = 3.0
 # A role's ACLs beat the defaults; vehicles have one role, so any priority works. Explicit
 # so that adding a shared deny role later has something to rank against.
 VEHICLE_ROLE_PRIORITY: Final = 0
+# The priority of every ACL FreeCar writes; the plugin reports it back, so roles compare
+# equal only if it is part of what is written.
+ACL_PRIORITY: Final = 0
 # The plugin's own error strings (Mosquitto 2.0.x, src/plugins/dynamic-security).
 CLIENT_EXISTS: Final = "Client already exists"
 ROLE_EXISTS: Final = "Role already exists"
-ACL_EXISTS: Final = "ACL with this topic already exists"
 CLIENT_NOT_FOUND: Final = "Client not found"
+# Mosquitto 2.0's plugin rewrites its whole JSON file after every change, and the broker
+# serves nobody meanwhile: measured 18-36 ms per change with 2,000 logins on a 2-core
+# machine, growing with the number of logins. Bulk changes go in messages this small so the
+# pauses stay short (about 5 s each with 10,000 logins) and cars and hubs are served between.
+BULK_CHUNK: Final = 20
+# How long one change may take per login the broker holds, when waiting for a bulk answer:
+# four times the measured 25 us, for a slower disk.
+CHANGE_ALLOWANCE_PER_LOGIN_S: Final = 100e-6
+# Hub client ids are also login names: letters, digits, `.`, `_` and `-` (a hostname fits),
+# never an MQTT wildcard, `/` or `$`.
+CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
+# A topic suffix under {root}/{vehicle_id}/ in roles.json: lowercase levels, no wildcard.
+_SUFFIX_RE: Final = re.compile(r"^[a-z]+(/[a-z]+)*$")
 
 
 class ProvisioningError(Exception):
@@ -77,6 +103,22 @@ class DynsecCommandError(ProvisioningError):
         super().__init__(f"dynamic security refused {command}: {error}")
 
 
+class InvalidClientIdError(ProvisioningError, ValueError):
+    """A client id that cannot also be a login name."""
+
+    code = "invalid_client_id"
+
+
+def check_client_id(client_id: str) -> str:
+    """Return a hub's client id unchanged, or raise InvalidClientIdError."""
+    if _CLIENT_ID_RE.fullmatch(client_id) is None:
+        raise InvalidClientIdError(
+            f"{client_id[:80]!r} cannot be a client id and login name: use 1 to 128 letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return client_id
+
+
 @dataclass(frozen=True, slots=True)
 class Acl:
     """One ACL of a role."""
@@ -87,7 +129,12 @@ class Acl:
 
     def as_json(self) -> dict[str, Any]:
         """The plugin's JSON for this ACL."""
-        return {"acltype": self.acltype, "topic": self.topic, "allow": self.allow}
+        return {
+            "acltype": self.acltype,
+            "topic": self.topic,
+            "allow": self.allow,
+            "priority": ACL_PRIORITY,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,38 +144,69 @@ class Role:
     rolename: str
     acls: tuple[Acl, ...] = field(default_factory=tuple)
 
+    def acls_json(self) -> list[dict[str, Any]]:
+        """The plugin's JSON for the role's ACLs."""
+        return [acl.as_json() for acl in self.acls]
 
-def _templates() -> dict[str, Any]:
+    def held_by(self, acls: Iterable[dict[str, Any]]) -> bool:
+        """Whether the ACLs the plugin reports for this role are exactly these."""
+        return _acl_keys(acls) == _acl_keys(self.acls_json())
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPolicy:
+    """The topics under `{root}/{vehicle_id}/`: which a car publishes, which the hub sends it."""
+
+    vehicle_publishes: tuple[str, ...]
+    vehicle_reads: tuple[str, ...]
+
+
+@functools.cache
+def topic_policy() -> TopicPolicy:
+    """The policy in `roles.json`, checked: topic suffixes only, each in one list."""
     text = resources.files("broker").joinpath("roles.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
-    return data
-
-
-def _render(template: dict[str, Any], **values: str) -> Role:
-    def fill(text: str) -> str:
-        for name, value in values.items():
-            text = text.replace("{" + name + "}", value)
-        return text
-
-    return Role(
-        rolename=fill(template["rolename"]),
-        acls=tuple(
-            Acl(acltype=acl["acltype"], topic=fill(acl["topic"]), allow=bool(acl["allow"]))
-            for acl in template["acls"]
-        ),
+    policy = TopicPolicy(
+        vehicle_publishes=tuple(data["vehicle_publishes"]),
+        vehicle_reads=tuple(data["vehicle_reads"]),
     )
+    suffixes = [*policy.vehicle_publishes, *policy.vehicle_reads]
+    bad = [s for s in suffixes if not isinstance(s, str) or _SUFFIX_RE.fullmatch(s) is None]
+    if bad or len(set(suffixes)) != len(suffixes):
+        msg = f"broker/roles.json: bad or repeated topic suffixes {bad or suffixes}"
+        raise ValueError(msg)
+    return policy
 
 
 def vehicle_role(vehicle_id: str, root: str) -> Role:
-    """The role of one vehicle: its own topics, literally."""
-    return _render(
-        _templates()["vehicle"], vehicle_id=check_vehicle_id(vehicle_id), root=check_root(root)
-    )
+    """The role of one vehicle: publish its own topics, read what the hub sends it, literally."""
+    own = f"{check_root(root)}/{check_vehicle_id(vehicle_id)}"
+    policy = topic_policy()
+    acls = [Acl("publishClientSend", f"{own}/{suffix}") for suffix in policy.vehicle_publishes]
+    for suffix in policy.vehicle_reads:
+        topic = f"{own}/{suffix}"
+        acls += [
+            Acl("subscribeLiteral", topic),
+            Acl("unsubscribeLiteral", topic),
+            Acl("publishClientReceive", topic),
+        ]
+    return Role(VEHICLE_ROLE_PREFIX + vehicle_id, tuple(acls))
 
 
 def hub_role(root: str) -> Role:
-    """The hub's role: every vehicle's telemetry, status and acks in, commands out."""
-    return _render(_templates()["hub"], root=check_root(root))
+    """The hub's role: every vehicle's topics in (plain or shared), what cars read out."""
+    every = f"{check_root(root)}/+"
+    policy = topic_policy()
+    acls: list[Acl] = []
+    for suffix in policy.vehicle_publishes:
+        topic = f"{every}/{suffix}"
+        acls += [
+            Acl("subscribePattern", topic),
+            Acl("subscribePattern", f"$share/+/{topic}"),
+            Acl("publishClientReceive", topic),
+        ]
+    acls += [Acl("publishClientSend", f"{every}/{suffix}") for suffix in policy.vehicle_reads]
+    return Role(HUB_ROLE, tuple(acls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +217,31 @@ class ProvisionResult:
     rolename: str
     created: bool
     """False when the client existed and only its password, role and state were renewed."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAudit:
+    """What `sync_vehicle_logins` found and changed."""
+
+    vehicles: int
+    """Vehicle logins on the broker."""
+    bound: int
+    """Vehicle logins just bound to their vehicle id (made before logins were bound)."""
+    roles_updated: int
+    """Vehicle roles just made to match roles.json."""
+    other_roots: int
+    """Vehicle roles for another topic root, left as they are."""
+    unbound: tuple[str, ...]
+    """Other logins that may still connect under any client id (the admin's own excepted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetupReport:
+    """What `set_up` did: hub logins created or renewed, and the vehicle logins' audit."""
+
+    hubs_created: tuple[str, ...]
+    hubs_updated: tuple[str, ...]
+    audit: LoginAudit
 
 
 class DynsecClient:
@@ -247,12 +350,16 @@ class DynsecClient:
         self._client.loop_stop()
 
     # --- commands ------------------------------------------------------------------------
-    def execute(self, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def execute(
+        self, commands: Sequence[dict[str, Any]], *, timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
         """Send commands in one message; return one response per command, in order.
 
         A response with an `error` key is the plugin's refusal; callers decide which ones
-        they accept. Raises DynsecUnavailableError when nothing answers in time.
+        they accept. Raises DynsecUnavailableError when nothing answers within `timeout_s`
+        (default: the client's).
         """
+        timeout = self._timeout_s if timeout_s is None else timeout_s
         tagged = []
         entries: list[tuple[str, threading.Event, list[dict[str, Any]]]] = []
         for command in commands:
@@ -267,9 +374,9 @@ class DynsecClient:
         try:
             self._client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
             for _correlation, event, _box in entries:
-                if not event.wait(self._timeout_s):
+                if not event.wait(timeout):
                     raise DynsecUnavailableError(
-                        f"no answer on {RESPONSE_TOPIC} within {self._timeout_s:g} s: the broker "
+                        f"no answer on {RESPONSE_TOPIC} within {timeout:g} s: the broker "
                         "is not Mosquitto with the dynamic-security plugin"
                     )
         finally:
@@ -284,23 +391,37 @@ class DynsecClient:
         _check(response, accept)
         return response
 
+    def execute_changes(self, commands: Sequence[dict[str, Any]], *, logins: int) -> None:
+        """Apply many changes in small messages, waiting as long as the broker's size needs.
+
+        `logins` is how many logins the broker holds: each change costs time in proportion.
+        Raises DynsecCommandError on the first change the plugin refuses.
+        """
+        for start in range(0, len(commands), BULK_CHUNK):
+            chunk = commands[start : start + BULK_CHUNK]
+            allowance = len(chunk) * max(logins, 1) * CHANGE_ALLOWANCE_PER_LOGIN_S
+            for response in self.execute(chunk, timeout_s=self._timeout_s + allowance):
+                _check(response, ())
+
     # --- what FreeCar needs ---------------------------------------------------------------
-    def ensure_role(self, role: Role) -> None:
-        """Create the role, or add any of its ACLs it lacks."""
-        acls = [acl.as_json() for acl in role.acls]
+    def ensure_role(self, role: Role) -> bool:
+        """Create the role, or make its ACLs exactly the template's; True when it changed."""
+        acls = role.acls_json()
         response = self.run(
             {"command": "createRole", "rolename": role.rolename, "acls": acls},
             accept=(ROLE_EXISTS,),
         )
-        if response.get("error") == ROLE_EXISTS:
-            results = self.execute(
-                [{"command": "addRoleACL", "rolename": role.rolename, **acl} for acl in acls]
-            )
-            for result in results:
-                _check(result, (ACL_EXISTS,))
+        if response.get("error") != ROLE_EXISTS:
+            return True
+        held = self.run({"command": "getRole", "rolename": role.rolename})
+        if role.held_by(((held.get("data") or {}).get("role") or {}).get("acls") or []):
+            return False
+        # One change replaces every ACL: ACLs a newer roles.json dropped go too.
+        self.run({"command": "modifyRole", "rolename": role.rolename, "acls": acls})
+        return True
 
     def provision_vehicle(self, vehicle_id: str, password: str, *, root: str) -> ProvisionResult:
-        """Give the vehicle a login with this password and its own role; enable it."""
+        """Give the vehicle a login, bound to its id, with this password and its own role."""
         role = vehicle_role(vehicle_id, root)
         self.ensure_role(role)
         response = self.run(
@@ -308,6 +429,7 @@ class DynsecClient:
                 "command": "createClient",
                 "username": vehicle_id,
                 "password": password,
+                "clientid": vehicle_id,
                 "textname": f"FreeCar vehicle {vehicle_id}",
                 "roles": [{"rolename": role.rolename, "priority": VEHICLE_ROLE_PRIORITY}],
             },
@@ -318,19 +440,16 @@ class DynsecClient:
         # The username is taken. Renew it only if it is this vehicle's own login: a vehicle
         # id equal to a service login ("admin", "hub") must never take that login over.
         self._check_is_vehicle(vehicle_id, role.rolename)
-        for result in self.execute(
-            [
-                {"command": "setClientPassword", "username": vehicle_id, "password": password},
-                {"command": "enableClient", "username": vehicle_id},
-            ]
-        ):
+        for result in self.execute(_renew(vehicle_id, password, client_id=vehicle_id)):
             _check(result, ())
         return ProvisionResult(vehicle_id, role.rolename, created=False)
 
-    def ensure_service_login(self, username: str, password: str, role: Role) -> bool:
-        """Create (or update the password and role of) a service login such as the hub's.
+    def ensure_service_login(
+        self, username: str, password: str, role: Role, *, client_id: str
+    ) -> bool:
+        """Create (or renew the password, binding and role of) a service login such as a hub's.
 
-        True when the login was created.
+        The login connects only under `client_id`. True when the login was created.
         """
         self.ensure_role(role)
         response = self.run(
@@ -338,17 +457,15 @@ class DynsecClient:
                 "command": "createClient",
                 "username": username,
                 "password": password,
-                "textname": f"FreeCar {role.rolename}",
+                "clientid": client_id,
+                "textname": f"FreeCar {role.rolename} {client_id}",
                 "roles": [{"rolename": role.rolename}],
             },
             accept=(CLIENT_EXISTS,),
         )
         if response.get("error") != CLIENT_EXISTS:
             return True
-        commands: list[dict[str, Any]] = [
-            {"command": "setClientPassword", "username": username, "password": password},
-            {"command": "enableClient", "username": username},
-        ]
+        commands = _renew(username, password, client_id=client_id)
         # Adding a role the client already holds is an "Internal error" in 2.0.x: ask first.
         if role.rolename not in _client_roles(
             self.run({"command": "getClient", "username": username})
@@ -374,6 +491,65 @@ class DynsecClient:
             }
         )
 
+    def sync_vehicle_logins(self, root: str) -> LoginAudit:
+        """Bind every vehicle login to its id and make its role match roles.json.
+
+        Logins made before the binding existed, and roles made from an older roles.json,
+        are brought up to date; the rest costs nothing. A role whose topics are under
+        another root is left alone. Also lists the other logins that may connect under any
+        client id.
+        """
+        clients = self._list("listClients", "clients")
+        roles = {str(r.get("rolename")): r for r in self._list("listRoles", "roles")}
+        changes: list[dict[str, Any]] = []
+        vehicles = bound = updated = other_roots = 0
+        unbound: list[str] = []
+        for client in clients:
+            username = str(client.get("username"))
+            rolename = VEHICLE_ROLE_PREFIX + username
+            if not is_valid_vehicle_id(username) or rolename not in _roles_of(client):
+                # The admin login in use stays unbound on purpose: it can create any login,
+                # bound or not, so a binding would protect nothing, and the API opens
+                # several admin connections at once.
+                if not client.get("clientid") and username != self._url.username:
+                    unbound.append(username)
+                continue
+            vehicles += 1
+            if client.get("clientid") != username:
+                changes.append(
+                    {"command": "modifyClient", "username": username, "clientid": username}
+                )
+                bound += 1
+            role = vehicle_role(username, root)
+            held = roles.get(rolename)
+            held_acls = [] if held is None else held.get("acls") or []
+            if not _for_root(held_acls, f"{root}/{username}/"):
+                other_roots += 1  # not this root's car: test runs share a broker, roots apart
+                continue
+            if held is None or not role.held_by(held_acls):
+                verb = "createRole" if held is None else "modifyRole"
+                changes.append({"command": verb, "rolename": rolename, "acls": role.acls_json()})
+                updated += 1
+        self.execute_changes(changes, logins=len(clients))
+        return LoginAudit(vehicles, bound, updated, other_roots, tuple(sorted(unbound)))
+
+    def set_up(self, *, hubs: Sequence[str], hub_password: str, root: str) -> SetupReport:
+        """What `freecar vehicle broker-setup` does, in order; safe to repeat.
+
+        A login per hub client id (named after it, bound to it, role `hub`, `hub_password`),
+        deny by default, then every vehicle login bound and its role made current.
+        """
+        for hub in hubs:
+            check_client_id(hub)
+        created: list[str] = []
+        updated: list[str] = []
+        for hub in hubs:
+            made = self.ensure_service_login(hub, hub_password, hub_role(root), client_id=hub)
+            (created if made else updated).append(hub)
+        self.deny_by_default()
+        audit = self.sync_vehicle_logins(root)
+        return SetupReport(tuple(created), tuple(updated), audit)
+
     def disable_vehicle(self, vehicle_id: str) -> bool:
         """Refuse the vehicle's login from now on (connected sessions are kicked).
 
@@ -389,6 +565,12 @@ class DynsecClient:
         self.run({"command": "disableClient", "username": vehicle_id})
         return True
 
+    def _list(self, command: str, key: str) -> list[dict[str, Any]]:
+        """Every client or role, with details (the plugin lists all when no count is given)."""
+        response = self.run({"command": command, "verbose": True})
+        items = (response.get("data") or {}).get(key) or []
+        return [item for item in items if isinstance(item, dict)]
+
     def _check_is_vehicle(
         self, username: str, rolename: str, response: dict[str, Any] | None = None
     ) -> None:
@@ -401,23 +583,46 @@ class DynsecClient:
             )
 
 
+def _renew(username: str, password: str, *, client_id: str) -> list[dict[str, Any]]:
+    """Commands giving an existing login a new password and its binding, and enabling it."""
+    return [
+        {
+            "command": "modifyClient",
+            "username": username,
+            "password": password,
+            "clientid": client_id,
+        },
+        {"command": "enableClient", "username": username},
+    ]
+
+
+def _for_root(acls: Sequence[dict[str, Any]], prefix: str) -> bool:
+    """Whether a vehicle role's ACLs are under `prefix` (`{root}/{id}/`), or it has none."""
+    return not acls or any(str(acl.get("topic", "")).startswith(prefix) for acl in acls)
+
+
+def _roles_of(client: dict[str, Any]) -> set[str]:
+    return {str(role.get("rolename")) for role in client.get("roles") or []}
+
+
 def _client_roles(response: dict[str, Any]) -> set[str]:
     """The role names in a getClient response."""
-    client = (response.get("data") or {}).get("client") or {}
-    return {str(role.get("rolename")) for role in client.get("roles") or []}
+    return _roles_of((response.get("data") or {}).get("client") or {})
+
+
+def _acl_keys(acls: Iterable[dict[str, Any]]) -> set[tuple[str, str, bool, int]]:
+    return {
+        (
+            str(acl.get("acltype")),
+            str(acl.get("topic")),
+            bool(acl.get("allow")),
+            int(acl.get("priority") or 0),
+        )
+        for acl in acls
+    }
 
 
 def _check(response: dict[str, Any], accept: Sequence[str]) -> None:
     error = response.get("error")
     if error and error not in accept:
         raise DynsecCommandError(str(response.get("command", "?")), str(error))
-
-
-def role_commands(roles: Sequence[Role]) -> Iterator[dict[str, Any]]:
-    """CreateRole commands for `roles` (what `freecar vehicle broker-setup` sends)."""
-    for role in roles:
-        yield {
-            "command": "createRole",
-            "rolename": role.rolename,
-            "acls": [acl.as_json() for acl in role.acls],
-        }

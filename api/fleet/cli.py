@@ -4,8 +4,11 @@
   freecar vehicle broker-setup
 
 `broker-setup` (once per broker, safe to repeat) gives Mosquitto's dynamic security what
-FreeCar needs: the `hub` role (broker/roles.json) held by the login in FREECAR_MQTT_URL, and
-deny-by-default for everything no role grants. It logs in with FREECAR_MQTT_ADMIN_URL.
+FreeCar needs: a login per hub, named after the hub's client id and bound to it (`--hub ID`,
+repeatable; default FREECAR_MQTT_URL's user), holding the `hub` role (broker/roles.json)
+with FREECAR_MQTT_URL's password; deny-by-default for everything no role grants; and every
+vehicle login bound to its vehicle id with its role matching roles.json. It logs in with
+FREECAR_MQTT_ADMIN_URL.
 
 `provision` makes a new random password for an existing, not retired vehicle (replacing any
 previous one), stores its hash, gives it to the broker through Mosquitto's dynamic-security
@@ -59,11 +62,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default FREECAR_FLEET_AGENT_MQTT_URL, else FREECAR_MQTT_URL's host and port)",
     )
     provision.add_argument("--database-url", help="PostgreSQL URL (default FREECAR_DATABASE_URL)")
-    actions.add_parser(
+    setup = actions.add_parser(
         "broker-setup",
-        help="create the hub role and login on the broker, deny the rest by default",
-        description="Create the hub role and the hub login (FREECAR_MQTT_URL's user) on "
-        "Mosquitto's dynamic security, and deny what no role grants. Safe to repeat.",
+        help="create the hub logins and role on the broker, bind every login to its client id",
+        description="Create a login per hub on Mosquitto's dynamic security, each bound to its "
+        "client id, deny what no role grants, and bind every vehicle login to its vehicle id "
+        "with its role matching broker/roles.json. Safe to repeat.",
+    )
+    setup.add_argument(
+        "--hub",
+        action="append",
+        default=[],
+        metavar="CLIENT_ID",
+        help="a hub's FREECAR_HUB_CLIENT_ID: its login gets this name, connects only under this "
+        "id and has FREECAR_MQTT_URL's password (repeatable; default FREECAR_MQTT_URL's user)",
     )
 
 
@@ -74,15 +86,15 @@ class _RefusedError(Exception):
 def run(args: argparse.Namespace) -> int:
     """Run `freecar vehicle`."""
     if args.action == "broker-setup":
-        return _broker_setup()
+        return _broker_setup(args.hub)
     return _provision_command(args)
 
 
-def _broker_setup() -> int:
+def _broker_setup(hubs: list[str]) -> int:
     from pydantic import ValidationError
 
     from api.fleet.settings import FleetSettings
-    from broker.provisioning import DynsecClient, ProvisioningError, hub_role
+    from broker.provisioning import DynsecClient, ProvisioningError, check_client_id
 
     try:
         settings = FleetSettings()
@@ -98,17 +110,39 @@ def _broker_setup() -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    hubs = hubs or [hub.username]
+    try:
+        for client_id in hubs:
+            check_client_id(client_id)
+    except ProvisioningError as exc:
+        print(f"freecar vehicle: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         with DynsecClient(admin_url, timeout_s=settings.fleet_dynsec_timeout_s) as dynsec:
-            created = dynsec.ensure_service_login(
-                hub.username, hub.password, hub_role(settings.topic_root)
-            )
-            dynsec.deny_by_default()
+            report = dynsec.set_up(hubs=hubs, hub_password=hub.password, root=settings.topic_root)
     except ProvisioningError as exc:
         print(f"freecar vehicle: {exc}", file=sys.stderr)
         return EXIT_BROKER
-    verb = "created" if created else "updated"
-    print(f"{verb} the hub login {hub.username!r} (role hub, topics under {settings.topic_root}/)")
+    root = settings.topic_root
+    for verb, names in (("created", report.hubs_created), ("updated", report.hubs_updated)):
+        for name in names:
+            print(f"{verb} the hub login {name!r} (client id {name}, role hub, under {root}/)")
+    audit = report.audit
+    print(
+        f"{audit.vehicles} vehicle logins: {audit.bound} newly bound to their vehicle id, "
+        f"{audit.roles_updated} roles brought up to date"
+        + (
+            f", {audit.other_roots} under another topic root left alone"
+            if audit.other_roots
+            else ""
+        )
+    )
+    if audit.unbound:
+        print(
+            "freecar vehicle: these logins may still connect under any client id and take over "
+            f"another client's session: {', '.join(audit.unbound)} (docs/operations.md)",
+            file=sys.stderr,
+        )
     return 0
 
 

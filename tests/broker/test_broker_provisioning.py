@@ -24,36 +24,11 @@ from broker.provisioning import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from devstack.stack import DevStack
 
 # paho 2 reports a 3.1.1 CONNACK "not authorised" (5) as its MQTT 5 equivalent (135).
 NOT_AUTHORISED = {5, 135}
 SUBACK_FAILURE = 0x80
-
-
-@pytest.fixture
-def dynsec_stack(devstack: DevStack) -> DevStack:
-    if not devstack.info.mqtt_dynamic_security:
-        pytest.skip(f"the session's broker is {devstack.info.mqtt_broker}: no dynamic security")
-    return devstack
-
-
-@pytest.fixture
-def dynsec(dynsec_stack: DevStack) -> Iterator[DynsecClient]:
-    with DynsecClient(dynsec_stack.info.mqtt_admin_url) as client:
-        yield client
-
-
-@pytest.fixture
-def watcher(mqtt_url: str, mqtt_topic_root: str) -> Iterator[MqttProbe]:
-    """The `freecar` service login, subscribed to everything under the test's root."""
-    client = MqttProbe(mqtt_url)
-    assert client.connect() == 0
-    assert client.subscribe(f"{mqtt_topic_root}/#") < SUBACK_FAILURE
-    yield client
-    client.close()
 
 
 def _vehicle_id() -> str:
@@ -176,10 +151,10 @@ def test_hub_login_gets_the_hub_role(
 ) -> None:
     root = mqtt_topic_root
     username, password = f"hub-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
-    assert dynsec.ensure_service_login(username, password, hub_role(root))
+    assert dynsec.ensure_service_login(username, password, hub_role(root), client_id=username)
     # Running the setup again (new password) is harmless and takes effect.
     password = secrets.token_urlsafe(16)
-    assert not dynsec.ensure_service_login(username, password, hub_role(root))
+    assert not dynsec.ensure_service_login(username, password, hub_role(root), client_id=username)
     hub = MqttProbe(dynsec_stack.info.mqtt_url, username=username, password=password)
     assert hub.connect() == 0
     try:
