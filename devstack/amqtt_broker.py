@@ -3,7 +3,10 @@
 amqtt speaks MQTT 3.1.1 only and misroutes `$share/...` filters, so a stack running it
 reports `mqtt_shared_subscriptions=False`. Its FileAuthPlugin accepts the same two logins
 as Mosquitto (anonymous clients are refused), but it has no ACLs and no dynamic security
-API: the admin login is only a login here. It keeps everything in memory, so a restart
+API: the admin login is only a login here. Nor does it bind logins to client ids: every
+client logs in as the service login, so any client may connect under any id and take that
+client's session (its auth plugins see the id, but the password file is read once at start,
+so there is no login per car to bind it to). It keeps everything in memory, so a restart
 forgets retained messages and persistent sessions.
 """
 

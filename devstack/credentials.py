@@ -9,9 +9,13 @@ from urllib.parse import quote
 from devstack.ports import LOOPBACK
 
 SERVICE_USERNAME = "freecar"
-"""What the hub, the tests and the demo log in as: may use every fleet topic."""
+"""What the hub, the tests and the demo log in as: may use every fleet topic, under any client id.
+
+Never give it to a car: unlike the logins made through the admin, it is not bound to a
+client id, so whoever holds it can take over any client's session.
+"""
 ADMIN_USERNAME = "admin"
-"""May use Mosquitto's `$CONTROL/dynamic-security/#` API to provision vehicles."""
+"""May use Mosquitto's `$CONTROL/dynamic-security/#` API to provision vehicles and hubs."""
 # 24 random bytes: far beyond guessing, and URL-safe so URLs need no escaping.
 PASSWORD_BYTES = 24
 

@@ -7,6 +7,7 @@ structure checked against the architecture and the settings classes.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def test_every_freecar_variable_is_a_setting(compose: dict[str, Any]) -> None:
     assert example - known == set()
 
 
-def test_hubs_have_distinct_client_ids(compose: dict[str, Any]) -> None:
+def test_each_hub_has_its_own_login_bound_to_its_client_id(compose: dict[str, Any]) -> None:
     hubs = {
         name: service
         for name, service in compose["services"].items()
@@ -137,7 +138,49 @@ def test_hubs_have_distinct_client_ids(compose: dict[str, Any]) -> None:
     for service in hubs.values():
         env = _environment(service)
         assert env["FREECAR_HUB_SIGNING_KEY"].startswith("${")
-        assert env["FREECAR_MQTT_URL"].startswith("mqtt://hub:${")
+        # The login is named after the client id: the one broker-setup binds to that id.
+        assert env["FREECAR_MQTT_URL"].startswith(f"mqtt://{env['FREECAR_HUB_CLIENT_ID']}:${{")
+    # broker-setup makes exactly these logins; a hub missing from it could not connect.
+    setup = compose["services"]["broker-setup"]["command"]
+    assert setup[:3] == ["freecar", "vehicle", "broker-setup"]
+    bound = [setup[i + 1] for i, arg in enumerate(setup) if arg == "--hub"]
+    assert sorted(bound) == sorted(ids)
+
+
+# Programs that may see a password in their arguments: Redis replaces its process title
+# (what `ps` shows) with its address as it starts; `printf` is the shell's own, not a process.
+_MAY_SEE_PASSWORDS = {"redis-server", "printf"}
+
+
+def _programs_given_passwords(shell: str) -> list[str]:
+    """The programs of a shell command line that get a password variable as an argument."""
+    offenders = []
+    for simple in re.split(r"\|\|?|;|&&|[{}]", shell):
+        words = shlex.split(simple.replace("$$", "$"))
+        while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+            words = words[1:]  # VAR=value prefixes go into the environment, not argv
+        if words and words[0] == "exec":
+            words = words[1:]
+        if words and any("PASSWORD" in word for word in words[1:]):
+            offenders.append(words[0])
+    return [program for program in offenders if program not in _MAY_SEE_PASSWORDS]
+
+
+def test_no_password_on_a_command_line(compose: dict[str, Any]) -> None:
+    """`ps` on the host shows every container's processes: no secret in their arguments."""
+    for name, service in compose["services"].items():
+        lines = []
+        command = service.get("command")
+        if isinstance(command, list) and command[:2] == ["sh", "-c"]:
+            lines.append(command[2])
+        test = (service.get("healthcheck") or {}).get("test") or []
+        if test[:1] == ["CMD-SHELL"]:
+            lines.append(test[1])
+        for line in lines:
+            assert _programs_given_passwords(line) == [], f"{name}: {line}"
+    assert _programs_given_passwords('mosquitto_sub -u admin -P "$$MQTT_ADMIN_PASSWORD"') == [
+        "mosquitto_sub"
+    ]
 
 
 def test_the_image_copies_every_package() -> None:
