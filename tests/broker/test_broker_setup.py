@@ -80,9 +80,11 @@ def test_without_hubs_the_urls_login_is_bound_to_its_own_name(
 
 @pytest.mark.parametrize("client_id", ["hub 1", "hub/+", "$hub"])
 def test_a_hub_id_that_cannot_be_a_login_is_a_usage_error(
-    hub_password: str, client_id: str, capsys: pytest.CaptureFixture[str]
+    client_id: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    del hub_password
+    # Refused before any broker is contacted: nothing listens on port 1.
+    monkeypatch.setenv("FREECAR_MQTT_URL", "mqtt://hub:secret@127.0.0.1:1")
+    monkeypatch.setenv("FREECAR_MQTT_ADMIN_URL", "mqtt://admin:secret@127.0.0.1:1")
     assert main(["vehicle", "broker-setup", "--hub", client_id]) == 2
     assert "cannot be a client id" in capsys.readouterr().err
 
