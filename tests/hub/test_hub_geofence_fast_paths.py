@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from db.geofences import Geofence, GeofenceKind, GeofenceState
 from hub.geofences import FenceIndex, GeofenceEngine, GeofenceTransition
-from hub.geofences import engine as engine_module
+from hub.geofences import crossing as crossing_module
 from hub.geofences import grid as grid_module
 from hub.geofences.grid import BoxGrid
 from hub.geofences.index import FixColumns
@@ -281,8 +281,8 @@ def test_cars_deep_in_the_service_area_for_many_batches() -> None:
 
 
 def _query_every_first_step(steps: Any, inside_keys: Any) -> Any:
-    # `_Steps.far` without its shortcut: every long or first step looked up in the grid.
-    return steps._queried(steps.usable & ~steps.near, inside_keys)
+    # `Steps.far` without its shortcut: every long or first step looked up in the grid.
+    return steps.queried(steps.usable & ~steps.near, inside_keys)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -293,7 +293,7 @@ def test_first_steps_judged_by_their_ends_fences_cross_as_when_looked_up(
     fixes = _fixes(track)
     fast = _run(GeofenceEngine(_city()), fixes, cuts)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine_module._Steps, "far", _query_every_first_step)
+        patch.setattr(crossing_module.Steps, "far", _query_every_first_step)
         looked_up = _run(GeofenceEngine(_city()), fixes, cuts)
     assert fast == looked_up
 
