@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from hub.geofences.model import EngineStats, Fix
     from hub.geofences.state import FleetState
 
+# Latitude beyond which a fix is placed on the plane as if at this latitude. Mercator's
+# plane ends at the poles (y is infinite at 90 degrees, and the scale 0), so a fix there would
+# reach every fence; fences end at 85 degrees (validation), at least 300 km short of this,
+# so a fix moved here is as far out of every fence as it was.
+MAX_PLANE_LATITUDE: Final = 89.0
+
 # The fields of a fix, read for a whole batch at once.
 _TS: Final = attrgetter("ts")
 _LAT: Final = attrgetter("lat")
@@ -51,17 +57,30 @@ class Batch:
 
 
 def prepare(
-    fixes: Sequence[Fix], state: FleetState, *, default_accuracy_m: float, stats: EngineStats
+    fixes: Sequence[Fix],
+    state: FleetState,
+    *,
+    default_accuracy_m: float,
+    max_accuracy_m: float,
+    stats: EngineStats,
 ) -> Batch | None:
-    """Columns of the fixes with a position, sorted by vehicle and time, replays out."""
+    """Columns of the fixes with a usable position, sorted by vehicle and time, replays out.
+
+    A fix vaguer than `max_accuracy_m` is left out as a fix without a position is: it is
+    stored, but decides nothing here.
+    """
     count = len(fixes)
     if count == 0:
         return None
     # One C-level pass per field (map and attrgetter, no Python loop); None becomes nan.
     lat = np.fromiter(map(_LAT, fixes), dtype=float, count=count)
     lon = np.fromiter(map(_LON, fixes), dtype=float, count=count)
+    acc = np.fromiter(map(_ACCURACY, fixes), dtype=float, count=count)
     positioned = ~(np.isnan(lat) | np.isnan(lon))
     stats.without_position += count - int(positioned.sum())
+    vague = positioned & (acc > max_accuracy_m)  # nan (none given) compares False
+    stats.vague += int(vague.sum())
+    positioned &= ~vague
     vehicle = state.numbers(fixes)
     stamps = list(map(_TS, fixes))
     # Epoch seconds cost a third of this phase; nothing found beats the C method itself
@@ -79,11 +98,11 @@ def prepare(
     if len(keep) == 0:
         return None
     order, vehicle, t = order[keep], vehicle[keep], t[keep]
-    lat, lon = lat[order], lon[order]
-    acc = np.fromiter(map(_ACCURACY, fixes), dtype=float, count=count)[order]
+    lat, lon, acc = lat[order], lon[order], acc[order]
     acc = np.where(np.isnan(acc), default_accuracy_m, np.maximum(acc, 0.0))
-    x, y = to_plane(lon, lat)
-    columns = FixColumns(lon=lon, lat=lat, acc=acc, x=x, y=y, scale=metres_per_unit(lat))
+    plane_lat = np.clip(lat, -MAX_PLANE_LATITUDE, MAX_PLANE_LATITUDE)
+    x, y = to_plane(lon, plane_lat)
+    columns = FixColumns(lon=lon, lat=lat, acc=acc, x=x, y=y, scale=metres_per_unit(plane_lat))
 
     starts = np.flatnonzero(np.concatenate([[True], vehicle[1:] != vehicle[:-1]]))
     ends = np.concatenate([starts[1:], [len(vehicle)]])
@@ -99,7 +118,10 @@ def prepare(
     prev_t = np.empty_like(t)
     prev_x[1:], prev_y[1:], prev_t[1:] = x[:-1], y[:-1], t[:-1]
     carried = vehicle[starts]
-    prev_x[starts], prev_y[starts] = to_plane(state.last_lon[carried], state.last_lat[carried])
+    prev_x[starts], prev_y[starts] = to_plane(
+        state.last_lon[carried],
+        np.clip(state.last_lat[carried], -MAX_PLANE_LATITUDE, MAX_PLANE_LATITUDE),
+    )
     prev_t[starts] = state.last_t[carried]
     return Batch(
         stamps=stamps,

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 Crossings = dict[int, dict[int, tuple[float, float]]]
 NO_CROSSINGS: Final[dict[int, tuple[float, float]]] = {}
 
+# Longest piece of a step looked up in the index as one box. A long diagonal step's single
+# box is mostly far from it (as a corridor's is): a kilometre is a few cells of the grid
+# downtown, and a step is at most 21 km long (250 km/h for 5 minutes), so 21 pieces.
+STEP_PIECE_M: Final = 1_000.0
+# Most pieces a step is cut into, whatever the engine's limits make its longest.
+MAX_STEP_PIECES: Final = 64
+
 _FAR_OUT: Final = int(Depth.FAR_OUT)
 _IN: Final = int(Depth.IN)
 _DEEP: Final = int(Depth.DEEP)
@@ -45,13 +52,14 @@ def find_crossings(  # noqa: PLR0913 - one batch's arrays, by keyword
     inside_keys: IntArray,
     walk_keys: IntArray,
     max_gap_s: float,
+    max_speed_kmh: float,
     stats: EngineStats,
 ) -> Crossings:
     """Steps that pass a fence's enter margin: key -> ending fix -> (into, out) fractions."""
     size = index.size
     if size == 0:
         return {}
-    steps = Steps(index, batch, pairs, max_gap_s=max_gap_s)
+    steps = Steps(index, batch, pairs, max_gap_s=max_gap_s, max_speed_kmh=max_speed_kmh)
     parts = [*steps.near_ends(), *steps.far(inside_keys)]
     if not parts:
         return {}
@@ -156,15 +164,27 @@ class PairLookup:
 class Steps:
     """One batch's steps, for segment crossing: which to test, against which fences."""
 
-    def __init__(self, index: FenceIndex, batch: Batch, pairs: Pairs, *, max_gap_s: float) -> None:
+    def __init__(
+        self,
+        index: FenceIndex,
+        batch: Batch,
+        pairs: Pairs,
+        *,
+        max_gap_s: float,
+        max_speed_kmh: float,
+    ) -> None:
         columns = batch.columns
         self.index = index
         self.batch = batch
         self.pairs = pairs
         self.lookup = PairLookup(pairs, len(batch.t))
         self.length_m = np.hypot(columns.x - batch.prev_x, columns.y - batch.prev_y) * columns.scale
+        gap_s = batch.t - batch.prev_t
         self.usable = (
-            (batch.t - batch.prev_t <= max_gap_s)
+            (gap_s <= max_gap_s)
+            # Faster than a car goes: one of the fixes is off (a jump the filters let by,
+            # or a step across the antimeridian, which the plane takes the long way round).
+            & (self.length_m <= gap_s * (max_speed_kmh / 3.6))
             & (self.length_m > 0)
             & (self.length_m >= 2 * index.min_crossing_depth_m)
         )  # nan (no previous fix) compares False
@@ -261,24 +281,53 @@ class Steps:
         ]
 
     def queried(self, steps: BoolArray, inside_keys: IntArray) -> list[_StepPairs]:
-        """Steps with the fences the grid finds about them (by their boxes)."""
+        """Steps with the fences the grid finds about them (by the boxes of their pieces)."""
         far = np.flatnonzero(steps)
         if len(far) == 0:
             return []
         batch = self.batch
-        ax, ay = batch.prev_x[far], batch.prev_y[far]
-        bx, by = batch.columns.x[far], batch.columns.y[far]
+        size = self.index.size
+        piece, (ax, ay, bx, by) = self._pieces(far)
         found, fence = self.index.query(
             np.minimum(ax, bx), np.minimum(ay, by), np.maximum(ax, bx), np.maximum(ay, by)
         )
-        step = far[found]
-        key = batch.vehicle[step] * self.index.size + fence
+        step = far[piece[found]]
+        # A fence near several pieces of a step is found by each.
+        _, first = np.unique(step * size + fence, return_index=True)
+        step, fence = step[first], fence[first]
+        key = batch.vehicle[step] * size + fence
         end_class, end_out = self.lookup.lookup(key, step, missing_m=self.pad_m)
         start_class, start_out = self.lookup.lookup(key, step - 1, missing_m=self.pad_m)
         carried = ~self.in_batch[step]
         start_class[carried] = self._carried_class(key[carried], inside_keys)
         start_out[carried] = 0.0
         return [(step, fence, start_class, start_out, end_class, end_out)]
+
+    def _pieces(
+        self, far: IntArray
+    ) -> tuple[IntArray, tuple[FloatArray, FloatArray, FloatArray, FloatArray]]:
+        """Steps cut into pieces of at most STEP_PIECE_M: each piece's step, and its ends.
+
+        A piece's ends are computed once and shared with its neighbours, and a step's own
+        ends are kept exactly: together the pieces cover the step.
+        """
+        batch = self.batch
+        count = np.clip(np.ceil(self.length_m[far] / STEP_PIECE_M), 1, MAX_STEP_PIECES)
+        count = count.astype(np.int64)
+        piece = np.repeat(np.arange(len(far)), count)
+        k = np.arange(len(piece)) - np.repeat(np.cumsum(count) - count, count)
+        step = far[piece]
+        ax, ay = batch.prev_x[step], batch.prev_y[step]
+        dx, dy = batch.columns.x[step] - ax, batch.columns.y[step] - ay
+        # Fractions along the step: k / n at the start of piece k, (k + 1) / n at its end.
+        start, end = k / count[piece], (k + 1) / count[piece]
+        last = k + 1 == count[piece]
+        return piece, (
+            ax + start * dx,
+            ay + start * dy,
+            np.where(last, batch.columns.x[step], ax + end * dx),
+            np.where(last, batch.columns.y[step], ay + end * dy),
+        )
 
     @staticmethod
     def _carried_class(keys: IntArray, inside_keys: IntArray) -> ClassArray:

@@ -9,14 +9,19 @@ Per vehicle and fence the engine keeps a hysteresis state (docs/geofences.md):
   least `enter_margin_m` inside a fence the vehicle is not in, it entered at the
   interpolated time; if the fix is then outside far enough to exit, it exited at the
   interpolated time it left the exit margin. Steps longer than `max_crossing_gap_s` are not
-  trusted (the road taken is unknown), nor steps shorter than twice the smallest enter
-  margin (no such step can pass through a fence at that depth unless an end of it is
-  already near, and then the fixes decide).
+  trusted (the road taken is unknown), nor steps faster than `max_crossing_speed_kmh` (a
+  fix is off), nor steps shorter than twice the smallest enter margin (no such step can
+  pass through a fence at that depth unless an end of it is already near, and then the
+  fixes decide).
 - **Schedule**: outside its window a fence neither enters nor exits and starts no dwell
   (and a pending dwell is dropped); the state is kept, so when the window opens, the next
   fix is judged against the state as it was. Each step is judged at its fix's time.
 - **Order**: a fix not newer than the vehicle's last evaluated fix (a replay, a backfill
   that arrives late) changes nothing; it is counted in `stats.replayed`.
+- **Vague fixes**: a fix vaguer than `max_accuracy_m` decides nothing (`stats.vague`).
+
+Whatever a fix says, what it costs is bounded by the fences near it and along its step
+(docs/geofences.md, "Bounds").
 
 A batch goes through five phases, each a module: `batch` (columns), `pairs` (candidates
 from the index, their classes, the keys that could change), `crossing` (steps through
@@ -57,7 +62,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ACCURACY_M",
+    "MAX_ACCURACY_M",
     "MAX_CROSSING_GAP_S",
+    "MAX_CROSSING_SPEED_KMH",
     "Cause",
     "EngineStats",
     "Fix",
@@ -74,6 +81,16 @@ DEFAULT_ACCURACY_M: Final = 15.0
 # 10 s to 2 min while moving; after 5 minutes a car may be 3 km away by any road, and the
 # straight line between the fixes says little about which fences it passed.
 MAX_CROSSING_GAP_S: Final = 300.0
+# Fastest step between two fixes that segment crossing trusts: the hub's fix filters drop
+# jumps faster than this by default (FREECAR_HUB_MAX_SPEED_KMH), unless the next fix confirms
+# them. A faster step means one of its fixes is off, and its straight line says nothing.
+MAX_CROSSING_SPEED_KMH: Final = 250.0
+# Vaguest fix the rules take a decision from, in metres. A GNSS receiver reports 3-50 m,
+# 100-200 m with a poor sky view; a fix vaguer than a kilometre is a cell-tower estimate or
+# a receiver that lost its fix, could enter no fence less than a kilometre deep, and would
+# have to be looked up against every fence within a kilometre and more. It is skipped like a
+# fix without a position (counted in `stats.vague`); its status still counts elsewhere.
+MAX_ACCURACY_M: Final = 1_000.0
 # The order of a batch's transitions.
 _TIME_ORDER: Final = attrgetter("ts", "vehicle_id")
 
@@ -99,11 +116,15 @@ class GeofenceEngine:
         geofences: Iterable[Geofence] | FenceIndex = (),
         *,
         default_accuracy_m: float = DEFAULT_ACCURACY_M,
+        max_accuracy_m: float = MAX_ACCURACY_M,
         max_crossing_gap_s: float = MAX_CROSSING_GAP_S,
+        max_crossing_speed_kmh: float = MAX_CROSSING_SPEED_KMH,
     ) -> None:
         index = geofences if isinstance(geofences, FenceIndex) else FenceIndex(geofences)
         self.default_accuracy_m = default_accuracy_m
+        self.max_accuracy_m = max_accuracy_m
         self.max_crossing_gap_s = max_crossing_gap_s
+        self.max_crossing_speed_kmh = max_crossing_speed_kmh
         self._state = FleetState(index)
         self.stats = EngineStats()
 
@@ -203,7 +224,13 @@ class GeofenceEngine:
         clock = _Clock(stats)
         state = self._state
         index = state.index
-        batch = prepare(fixes, state, default_accuracy_m=self.default_accuracy_m, stats=stats)
+        batch = prepare(
+            fixes,
+            state,
+            default_accuracy_m=self.default_accuracy_m,
+            max_accuracy_m=self.max_accuracy_m,
+            stats=stats,
+        )
         clock.lap("prepare")
         if batch is None:
             return []
@@ -222,6 +249,7 @@ class GeofenceEngine:
             inside_keys=state.keys()[0],
             walk_keys=walk_keys,
             max_gap_s=self.max_crossing_gap_s,
+            max_speed_kmh=self.max_crossing_speed_kmh,
             stats=stats,
         )
         walk_keys = remeasure_crossed(index, batch, pairs, crossings, walk_keys)

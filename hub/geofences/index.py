@@ -57,6 +57,12 @@ MAX_FACETS: Final = 64
 # The disc shortcuts measure with the fix's scale; across a disc of up to 50 km the scale
 # drifts by under 0.5% (tan(lat) * r / R), so their depths are taken 1% short.
 _DISC_SAFETY: Final = 0.99
+# Steps tested against areas and corridors at once, at most: each is a linestring (and
+# maybe an intersection), so this bounds the memory of a batch of long steps downtown.
+_SHAPES_AT_ONCE: Final = 4096
+# How far (plane units, about a micrometre) from a step's line a box corner counts as on
+# it: the box test that spares exact ones must never drop a step that touches a shape.
+_ON_THE_LINE: Final = 1e-6
 # Fraction of a step past which a crossing counts as reaching its end (floating point).
 _END_OF_STEP: Final = 1 - 1e-9
 # Schedule answers remembered per (fence, minute); windows are whole minutes, so one answer
@@ -559,6 +565,38 @@ class FenceIndex:
             )
         return near
 
+    def _cross_shapes(  # noqa: PLR0913, PLR0917 - the columns of `crossings`, filled in place
+        self,
+        lines: GeomArray,
+        pick: IntArray,
+        slot: IntArray,
+        step: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray],
+        exits: BoolArray,
+        hits: BoolArray,
+        into: FloatArray,
+        out: FloatArray,
+    ) -> None:
+        """`crossings` for areas and corridors: the steps' lines against their shapes."""
+        ax, ay, dx, dy, length2 = step
+        s = slot[pick]
+        hit = shapely.intersects(self.eroded[s], lines)
+        hits[pick] = hit
+        found = pick[hit]
+        if len(found):
+            into[found] = _fractions(
+                shapely.intersection(lines[hit], self.eroded[s[hit]]),
+                (ax[found], ay[found], dx[found], dy[found], length2[found]),
+                first=True,
+            )
+        leave = exits[found]
+        if leave.any():
+            gone = found[leave]
+            out[gone] = _fractions(
+                shapely.intersection(lines[hit][leave], self.dilated[slot[gone]]),
+                (ax[gone], ay[gone], dx[gone], dy[gone], length2[gone]),
+                first=False,
+            )
+
     def contains(self, slot: IntArray, x: FloatArray, y: FloatArray) -> BoolArray:
         """Whether each plane point is inside (at any depth) its fence."""
         inside: BoolArray = np.zeros(len(slot), dtype=bool)
@@ -636,32 +674,41 @@ class FenceIndex:
                 & (highs_x >= box[:, 0])
                 & (lows_y <= box[:, 3])
                 & (highs_y >= box[:, 1])
+                & _line_meets_box(ax[pick], ay[pick], dx[pick], dy[pick], box)
             ]
-        if len(pick):
-            # Linestrings only for these: circles are solved above without any.
-            lines = segments.lines(pair_segment[pick])
-            s = slot[pick]
-            hit = shapely.intersects(self.eroded[s], lines)
-            hits[pick] = hit
-            found = pick[hit]
-            if len(found):
-                into[found] = _fractions(
-                    shapely.intersection(lines[hit], self.eroded[s[hit]]),
-                    (ax[found], ay[found], dx[found], dy[found], length2[found]),
-                    first=True,
-                )
-            leave = exits[found]
-            if leave.any():
-                gone = found[leave]
-                out[gone] = _fractions(
-                    shapely.intersection(lines[hit][leave], self.dilated[slot[gone]]),
-                    (ax[gone], ay[gone], dx[gone], dy[gone], length2[gone]),
-                    first=False,
-                )
+        step = (ax, ay, dx, dy, length2)
+        # Linestrings only for these (circles are solved above without any), a bounded
+        # number at a time.
+        for start in range(0, len(pick), _SHAPES_AT_ONCE):
+            some = pick[start : start + _SHAPES_AT_ONCE]
+            self._cross_shapes(
+                segments.lines(pair_segment[some]), some, slot, step, exits, hits, into, out
+            )
         # A step that reaches the margin only at its very end is no crossing: its fix is
         # judged by itself (otherwise a fix on a zero-margin boundary would enter and exit
         # at the same instant, then enter again).
         return hits & (into < _END_OF_STEP), into, np.maximum(out, into)
+
+
+def _line_meets_box(
+    ax: FloatArray, ay: FloatArray, dx: FloatArray, dy: FloatArray, box: FloatArray
+) -> BoolArray:
+    """Whether each step's line passes between its box's corners (or within a micrometre).
+
+    A box whose four corners lie on one side of a step's line cannot meet the step: for a
+    long diagonal step, most boxes within its own bounding box.
+    """
+    length = np.hypot(dx, dy)
+    below = np.ones(len(ax), dtype=bool)
+    above = np.ones(len(ax), dtype=bool)
+    for x, y in ((0, 1), (0, 3), (2, 1), (2, 3)):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # Signed distance of the corner from the line (nan for a step of no length).
+            side = (dx * (box[:, y] - ay) - dy * (box[:, x] - ax)) / length
+        below &= side < -_ON_THE_LINE
+        above &= side > _ON_THE_LINE
+    meets: BoolArray = ~(below | above)
+    return meets
 
 
 def _fractions(

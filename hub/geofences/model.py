@@ -72,6 +72,7 @@ class EngineStats:
     batches: int = 0
     fixes: int = 0
     without_position: int = 0
+    vague: int = 0  # fixes vaguer than the engine's max_accuracy_m: skipped
     replayed: int = 0
     pairs: int = 0
     walked: int = 0

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
 # People's Square, Shanghai.
 LAT0 = 31.2304
 LON0 = 121.4737
+# Four cities far apart, as one fleet's fences may be: (lon, lat) of their centres.
+CITIES = {
+    "Shanghai": (121.47, 31.23),
+    "Munich": (11.58, 48.14),
+    "Sao Paulo": (-46.63, -23.55),
+    "Sydney": (151.21, -33.87),
+}
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 # Mean Earth radius; the offsets below are equirectangular, independent of the engine's
 # Mercator plane, and within 0.01% over the few kilometres these tests use.

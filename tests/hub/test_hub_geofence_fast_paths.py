@@ -14,7 +14,17 @@ from typing import Any
 import numpy as np
 import pytest
 import shapely
-from geofence_testing import Fix, at, circle, corridor, fix, lonlat, peak_memory, square
+from geofence_testing import (
+    CITIES,
+    Fix,
+    at,
+    circle,
+    corridor,
+    fix,
+    lonlat,
+    peak_memory,
+    square,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -96,15 +106,6 @@ def test_the_grid_finds_what_an_strtree_of_its_boxes_finds(
     assert peak.bytes < GRID_EXAMPLE_BYTES
     assert _grid_pairs(at_points) == _tree_pairs(bounds, np.column_stack([x, y, x, y]))
     assert _grid_pairs(in_boxes) == _tree_pairs(bounds, queries)
-
-
-# Four cities far apart, as one fleet's fences may be: (lon, lat).
-CITIES = {
-    "Shanghai": (121.47, 31.23),
-    "Munich": (11.58, 48.14),
-    "Sao Paulo": (-46.63, -23.55),
-    "Sydney": (151.21, -33.87),
-}
 
 
 def _city_boxes(per_city: int) -> np.ndarray[Any, np.dtype[np.float64]]:
