@@ -292,9 +292,10 @@ class Steps:
             np.minimum(ax, bx), np.minimum(ay, by), np.maximum(ax, bx), np.maximum(ay, by)
         )
         step = far[piece[found]]
-        # A fence near several pieces of a step is found by each.
-        _, first = np.unique(step * size + fence, return_index=True)
-        step, fence = step[first], fence[first]
+        if len(piece) > len(far):
+            # A fence near several pieces of a step is found by each.
+            _, first = np.unique(step * size + fence, return_index=True)
+            step, fence = step[first], fence[first]
         key = batch.vehicle[step] * size + fence
         end_class, end_out = self.lookup.lookup(key, step, missing_m=self.pad_m)
         start_class, start_out = self.lookup.lookup(key, step - 1, missing_m=self.pad_m)
@@ -313,6 +314,14 @@ class Steps:
         """
         batch = self.batch
         count = np.clip(np.ceil(self.length_m[far] / STEP_PIECE_M), 1, MAX_STEP_PIECES)
+        if count.max() == 1:
+            # No step to cut (the usual batch): each is its own piece.
+            return np.arange(len(far)), (
+                batch.prev_x[far],
+                batch.prev_y[far],
+                batch.columns.x[far],
+                batch.columns.y[far],
+            )
         count = count.astype(np.int64)
         piece = np.repeat(np.arange(len(far)), count)
         k = np.arange(len(piece)) - np.repeat(np.cumsum(count) - count, count)

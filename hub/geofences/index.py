@@ -669,13 +669,14 @@ class FenceIndex:
                 np.maximum(ay[pick], ay[pick] + dy[pick]),
             )
             box = self.eroded_bounds[s]
-            pick = pick[
+            meet = (
                 (lows_x <= box[:, 2])
                 & (highs_x >= box[:, 0])
                 & (lows_y <= box[:, 3])
                 & (highs_y >= box[:, 1])
-                & _line_meets_box(ax[pick], ay[pick], dx[pick], dy[pick], box)
-            ]
+            )
+            pick, box = pick[meet], box[meet]
+            pick = pick[_line_meets_box(ax[pick], ay[pick], dx[pick], dy[pick], box)]
         step = (ax, ay, dx, dy, length2)
         # Linestrings only for these (circles are solved above without any), a bounded
         # number at a time.
@@ -693,21 +694,18 @@ class FenceIndex:
 def _line_meets_box(
     ax: FloatArray, ay: FloatArray, dx: FloatArray, dy: FloatArray, box: FloatArray
 ) -> BoolArray:
-    """Whether each step's line passes between its box's corners (or within a micrometre).
+    """Whether each step's line passes through its box (or within a micrometre of it).
 
-    A box whose four corners lie on one side of a step's line cannot meet the step: for a
-    long diagonal step, most boxes within its own bounding box.
+    A box lies wholly on one side of a line when its centre is farther from the line than
+    the box reaches across it (the separating axis is the line's normal). For a long
+    diagonal step, that rules out most of the boxes within its own bounding box.
     """
-    length = np.hypot(dx, dy)
-    below = np.ones(len(ax), dtype=bool)
-    above = np.ones(len(ax), dtype=bool)
-    for x, y in ((0, 1), (0, 3), (2, 1), (2, 3)):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            # Signed distance of the corner from the line (nan for a step of no length).
-            side = (dx * (box[:, y] - ay) - dy * (box[:, x] - ax)) / length
-        below &= side < -_ON_THE_LINE
-        above &= side > _ON_THE_LINE
-    meets: BoolArray = ~(below | above)
+    half_x, half_y = (box[:, 2] - box[:, 0]) / 2, (box[:, 3] - box[:, 1]) / 2
+    # Both sides times the step's length: the centre's distance from the line, and the
+    # box's reach across it.
+    off = np.abs(dx * (box[:, 1] + half_y - ay) - dy * (box[:, 0] + half_x - ax))
+    reach = np.abs(dx) * half_y + np.abs(dy) * half_x + np.hypot(dx, dy) * _ON_THE_LINE
+    meets: BoolArray = off <= reach
     return meets
 
 
