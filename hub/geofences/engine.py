@@ -62,9 +62,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ACCURACY_M",
-    "MAX_ACCURACY_M",
     "MAX_CROSSING_GAP_S",
     "MAX_CROSSING_SPEED_KMH",
+    "MAX_USABLE_ACCURACY_M",
     "Cause",
     "EngineStats",
     "Fix",
@@ -90,7 +90,7 @@ MAX_CROSSING_SPEED_KMH: Final = 250.0
 # a receiver that lost its fix, could enter no fence less than a kilometre deep, and would
 # have to be looked up against every fence within a kilometre and more. It is skipped like a
 # fix without a position (counted in `stats.vague`); its status still counts elsewhere.
-MAX_ACCURACY_M: Final = 1_000.0
+MAX_USABLE_ACCURACY_M: Final = 1_000.0
 # The order of a batch's transitions.
 _TIME_ORDER: Final = attrgetter("ts", "vehicle_id")
 
@@ -116,7 +116,7 @@ class GeofenceEngine:
         geofences: Iterable[Geofence] | FenceIndex = (),
         *,
         default_accuracy_m: float = DEFAULT_ACCURACY_M,
-        max_accuracy_m: float = MAX_ACCURACY_M,
+        max_accuracy_m: float = MAX_USABLE_ACCURACY_M,
         max_crossing_gap_s: float = MAX_CROSSING_GAP_S,
         max_crossing_speed_kmh: float = MAX_CROSSING_SPEED_KMH,
     ) -> None:
