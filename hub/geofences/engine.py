@@ -23,9 +23,10 @@ Per vehicle and fence the engine keeps a hysteresis state (docs/geofences.md):
 Whatever a fix says, what it costs is bounded by the fences near it and along its step
 (docs/geofences.md, "Bounds").
 
-A batch goes through five phases, each a module: `batch` (columns), `pairs` (candidates
+A batch goes through four phases, each a module: `batch` (columns), `pairs` (candidates
 from the index, their classes, the keys that could change), `crossing` (steps through
-fences), `walk` (the rules) and `state` (what is kept between batches). The common case
+fences) and `walk` (the rules), which changes `state` (what is kept between batches). The
+engine only runs them in order and times them. The common case
 costs no per-fix Python: a vehicle inside a fence with every fix of the batch inside it, or
 outside with every fix outside, is settled with array operations.
 
@@ -103,6 +104,7 @@ class _Clock:
         self.last = time.perf_counter()
 
     def lap(self, phase: str) -> None:
+        """Charge the time since the last lap to `phase`."""
         now = time.perf_counter()
         self.stats.add_time(phase, now - self.last)
         self.last = now

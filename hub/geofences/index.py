@@ -60,8 +60,9 @@ _DISC_SAFETY: Final = 0.99
 # Steps tested against areas and corridors at once, at most: each is a linestring (and
 # maybe an intersection), so this bounds the memory of a batch of long steps downtown.
 _SHAPES_AT_ONCE: Final = 4096
-# How far (plane units, about a micrometre) from a step's line a box corner counts as on
-# it: the box test that spares exact ones must never drop a step that touches a shape.
+# How far from a step's line (plane units: about a micrometre) a box still counts as met:
+# the box test that spares exact ones must never drop a step that touches a shape, whatever
+# the rounding of its arithmetic.
 _ON_THE_LINE: Final = 1e-6
 # Fraction of a step past which a crossing counts as reaching its end (floating point).
 _END_OF_STEP: Final = 1 - 1e-9
