@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Final, Self
 
 from pydantic import (
+    AfterValidator,
     Field,
     SerializationInfo,
     SerializerFunctionWrapHandler,
@@ -30,6 +31,22 @@ Longitude = Annotated[float, Field(ge=-180, le=180)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 NonNegative = Annotated[float, Field(ge=0)]
 
+# Largest horizontal accuracy kept as sent, in metres: no two places on Earth are farther apart
+# than half a great circle (pi x 6,371,008.8 m, the mean radius the hub measures with, is
+# 20,015,115 m), so a larger value says no more than "anywhere on Earth", which this value
+# says too. Clamping to it loses nothing a reader could use, keeps the fix (its lock and door
+# status count whatever its position is worth), and keeps the hub's float4 column, which
+# holds at most 3.4e38, from storing 1e300 as Infinity.
+MAX_ACCURACY_M: Final = 20_016_000.0
+
+
+def _at_most_the_earth(accuracy_m: float) -> float:
+    return min(accuracy_m, MAX_ACCURACY_M)
+
+
+# Metres, >= 0; beyond MAX_ACCURACY_M clamped to it.
+Accuracy = Annotated[float, Field(ge=0), AfterValidator(_at_most_the_earth)]
+
 # Optional fields left out of the encoded JSON when unset, to keep messages small.
 _OMITTED_WHEN_NONE: Final = ("fuel_pct", "battery_pct", "alarm", "accuracy_m", "queue_dropped")
 
@@ -52,7 +69,7 @@ class Telemetry(ProtocolModel):
     doors_open: bool
     engine_on: bool
     alarm: bool | None = None
-    accuracy_m: NonNegative | None = None
+    accuracy_m: Accuracy | None = None
     queue_dropped: Counter | None = None
 
     @property

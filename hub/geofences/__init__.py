@@ -8,16 +8,16 @@
 See docs/geofences.md for the rules.
 """
 
-from hub.geofences.engine import (
+from hub.geofences.engine import GeofenceEngine
+from hub.geofences.index import Depth, FenceIndex
+from hub.geofences.model import (
     Cause,
     EngineStats,
     Fix,
-    GeofenceEngine,
     GeofenceTransition,
     SpeedLimit,
     TransitionKind,
 )
-from hub.geofences.index import Depth, FenceIndex
 
 __all__ = [
     "Cause",

@@ -6,6 +6,11 @@ than the exact tests that follow. The batch's fixes are columns of numbers alrea
 grid looks them all up with a few array operations. Its answer is exactly the tree's: two
 boxes meet when neither lies wholly beyond the other on either axis, borders included
 (GEOS's envelope test), made on the same doubles.
+
+What a lookup costs is bounded whatever it asks: a box held is at most `MAX_CELLS_PER_BOX`
+cells of its grid (bigger ones go to a coarser grid), and so is a query box; a bigger query
+box (a continent, or a point near a pole grown by its accuracy) is looked up in an STRtree
+of the boxes instead, whose cost follows its answer, not its size.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
+import shapely
 from numpy.typing import NDArray
 
 IntArray = NDArray[np.int64]
@@ -26,7 +32,9 @@ BoolArray = NDArray[np.bool_]
 CELL_SHARE: Final = 0.5
 # Most boxes are a few cells; a box over more cells than this (16 by 16: a service area
 # over a whole region) is kept apart instead of filling the grid. It also bounds the grid's
-# memory: 8 bytes per cell of a box, so at most 2 kB per box.
+# memory: 8 bytes per cell of a box, so at most 2 kB per box. A query box over more cells
+# than this is looked up in an STRtree instead: expanded into cells, a box as wide as a
+# continent over a grid of 100 m cells would be billions of them.
 MAX_CELLS_PER_BOX: Final = 256
 # Boxes kept apart, up to this many, are each checked against every point (a few array
 # operations per box); more go to a grid of their own, of cells this many times wider
@@ -58,6 +66,14 @@ class BoxGrid:
             if len(sides)
             else 0.0
         )
+        # The boxes' span (min x, min y, max x, max y), and an STRtree of them for query boxes
+        # too big for the cells, built when first needed.
+        self._span = (
+            (self.origin[0], self.origin[1], float(self.high_x.max()), float(self.high_y.max()))
+            if len(sides)
+            else (0.0, 0.0, 0.0, 0.0)
+        )
+        self._tree: shapely.STRtree | None = None
         # Never so small that the cells could not be numbered (nor 0, for boxes all points).
         self.cell = max(cell, span / MAX_SIDE_CELLS) or 1.0
         low_x, low_y = self._cell(self.low_x, self.low_y)
@@ -95,6 +111,22 @@ class BoxGrid:
         x0, y0 = self.origin
         return np.floor((x - x0) / self.cell), np.floor((y - y0) / self.cell)
 
+    def _clipped(
+        self, low_x: FloatArray, low_y: FloatArray, high_x: FloatArray, high_y: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Cell ranges cut to the grid, and how many cells each holds (0 for a NaN range).
+
+        In floats: a range far off the grid is huge, and a count of cells may exceed int64.
+        """
+        # A range wholly off the grid ends before it starts.
+        low_x = np.clip(low_x, 0, self.rows)
+        low_y = np.clip(low_y, 0, self.columns)
+        high_x = np.clip(high_x, -1, self.rows - 1)
+        high_y = np.clip(high_y, -1, self.columns - 1)
+        # fmax, not maximum: a NaN side (a range with no cells) counts 0.
+        count = np.fmax(high_x - low_x + 1, 0) * np.fmax(high_y - low_y + 1, 0)
+        return low_x, low_y, high_x, high_y, count
+
     def _cells_of(
         self,
         item: IntArray,
@@ -103,17 +135,24 @@ class BoxGrid:
         high_x: FloatArray,
         high_y: FloatArray,
     ) -> tuple[IntArray, IntArray]:
-        """(cell number, item) for every cell of the grid within each item's cell range."""
-        # Cut to the grid (a range wholly off it ends before it starts).
-        low_x = np.clip(low_x[item], 0, self.rows).astype(np.int64)
-        low_y = np.clip(low_y[item], 0, self.columns).astype(np.int64)
-        high_x = np.clip(high_x[item], -1, self.rows - 1).astype(np.int64)
-        high_y = np.clip(high_y[item], -1, self.columns - 1).astype(np.int64)
-        tall = np.maximum(high_y - low_y + 1, 0)
-        count = np.maximum(high_x - low_x + 1, 0) * tall
+        """(cell number, item) for every cell of the grid within each item's cell range.
+
+        The caller bounds the ranges: this makes an entry for each of their cells.
+        """
+        left, bottom, _, top, cells = self._clipped(
+            low_x[item], low_y[item], high_x[item], high_y[item]
+        )
+        count = cells.astype(np.int64)
+        # Ranges with no cells are never expanded; their (maybe NaN) corners are not read.
+        some = count > 0
+        first_x = np.where(some, left, 0).astype(np.int64)
+        first_y = np.where(some, bottom, 0).astype(np.int64)
+        tall = np.where(some, top, 0).astype(np.int64) - first_y + 1
         owner = np.repeat(np.arange(len(item)), count)
         k = np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
-        cell_id = (low_x[owner] + k // tall[owner]) * self.columns + low_y[owner] + k % tall[owner]
+        cell_id = (
+            (first_x[owner] + k // tall[owner]) * self.columns + first_y[owner] + (k % tall[owner])
+        )
         return cell_id, item[owner]
 
     def _entries(self, cell_id: IntArray) -> tuple[IntArray, IntArray]:
@@ -146,9 +185,26 @@ class BoxGrid:
         *,
         points: bool = False,
     ) -> tuple[IntArray, IntArray]:
-        """(query, box) pairs where the boxes meet, each once, in no particular order."""
+        """(query, box) pairs where the boxes meet, each once, in no particular order.
+
+        A query box with a NaN side, or a low side above its high side, meets nothing.
+        """
         items, boxes = [], []
         cell_low_x, cell_low_y = self._cell(low_x, low_y)
+        if not points:
+            cell_high_x, cell_high_y = self._cell(high_x, high_y)
+            cells = self._clipped(cell_low_x, cell_low_y, cell_high_x, cell_high_y)[4]
+            vast = cells > MAX_CELLS_PER_BOX
+            if vast.any():
+                item, box = self._query_tree(np.flatnonzero(vast), low_x, low_y, high_x, high_y)
+                items.append(item)
+                boxes.append(box)
+                # The others, by the grid (a few cells each).
+                keep = np.flatnonzero(~vast)
+                item, box = self.query_boxes(low_x[keep], low_y[keep], high_x[keep], high_y[keep])
+                items.append(keep[item])
+                boxes.append(box)
+                return np.concatenate(items), np.concatenate(boxes)
         if points:
             # A point is in one cell; off the grid no box is near.
             item = np.flatnonzero(
@@ -161,7 +217,6 @@ class BoxGrid:
                 np.int64
             )
         else:
-            cell_high_x, cell_high_y = self._cell(high_x, high_y)
             cell_id, item = self._cells_of(
                 np.arange(len(low_x)), cell_low_x, cell_low_y, cell_high_x, cell_high_y
             )
@@ -187,6 +242,45 @@ class BoxGrid:
         if not items:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         return np.concatenate(items), np.concatenate(boxes)
+
+    def _query_tree(
+        self,
+        item: IntArray,
+        low_x: FloatArray,
+        low_y: FloatArray,
+        high_x: FloatArray,
+        high_y: FloatArray,
+    ) -> tuple[IntArray, IntArray]:
+        """(query, box) pairs for some query boxes, by an STRtree of every box held."""
+        if len(self.low_x) == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        if self._tree is None:
+            # Built on the first vast query: most grids never see one.
+            self._tree = shapely.STRtree(
+                shapely.box(self.low_x, self.low_y, self.high_x, self.high_y)
+            )
+        # Cut to the span of the boxes held, which meets each of them as the query box does
+        # (a box held lies within it), and is finite: GEOS needs no infinity. A query box
+        # wholly beyond that span, empty, or NaN meets nothing and is dropped first.
+        least_x, least_y, most_x, most_y = self._span
+        low_x, low_y, high_x, high_y = low_x[item], low_y[item], high_x[item], high_y[item]
+        some = (
+            (low_x <= high_x)
+            & (low_y <= high_y)
+            & (low_x <= most_x)
+            & (high_x >= least_x)
+            & (low_y <= most_y)
+            & (high_y >= least_y)
+        )
+        item = item[some]
+        query = shapely.box(
+            np.maximum(low_x[some], least_x),
+            np.maximum(low_y[some], least_y),
+            np.minimum(high_x[some], most_x),
+            np.minimum(high_y[some], most_y),
+        )
+        found, box = self._tree.query(query)
+        return item[found], box.astype(np.int64)
 
     def _meet(
         self,

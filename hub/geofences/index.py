@@ -57,6 +57,13 @@ MAX_FACETS: Final = 64
 # The disc shortcuts measure with the fix's scale; across a disc of up to 50 km the scale
 # drifts by under 0.5% (tan(lat) * r / R), so their depths are taken 1% short.
 _DISC_SAFETY: Final = 0.99
+# Steps tested against areas and corridors at once, at most: each is a linestring (and
+# maybe an intersection), so this bounds the memory of a batch of long steps downtown.
+_SHAPES_AT_ONCE: Final = 4096
+# How far from a step's line (plane units: about a micrometre) a box still counts as met:
+# the box test that spares exact ones must never drop a step that touches a shape, whatever
+# the rounding of its arithmetic.
+_ON_THE_LINE: Final = 1e-6
 # Fraction of a step past which a crossing counts as reaching its end (floating point).
 _END_OF_STEP: Final = 1 - 1e-9
 # Schedule answers remembered per (fence, minute); windows are whole minutes, so one answer
@@ -559,6 +566,38 @@ class FenceIndex:
             )
         return near
 
+    def _cross_shapes(  # noqa: PLR0913, PLR0917 - the columns of `crossings`, filled in place
+        self,
+        lines: GeomArray,
+        pick: IntArray,
+        slot: IntArray,
+        step: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray],
+        exits: BoolArray,
+        hits: BoolArray,
+        into: FloatArray,
+        out: FloatArray,
+    ) -> None:
+        """`crossings` for areas and corridors: the steps' lines against their shapes."""
+        ax, ay, dx, dy, length2 = step
+        s = slot[pick]
+        hit = shapely.intersects(self.eroded[s], lines)
+        hits[pick] = hit
+        found = pick[hit]
+        if len(found):
+            into[found] = _fractions(
+                shapely.intersection(lines[hit], self.eroded[s[hit]]),
+                (ax[found], ay[found], dx[found], dy[found], length2[found]),
+                first=True,
+            )
+        leave = exits[found]
+        if leave.any():
+            gone = found[leave]
+            out[gone] = _fractions(
+                shapely.intersection(lines[hit][leave], self.dilated[slot[gone]]),
+                (ax[gone], ay[gone], dx[gone], dy[gone], length2[gone]),
+                first=False,
+            )
+
     def contains(self, slot: IntArray, x: FloatArray, y: FloatArray) -> BoolArray:
         """Whether each plane point is inside (at any depth) its fence."""
         inside: BoolArray = np.zeros(len(slot), dtype=bool)
@@ -631,37 +670,44 @@ class FenceIndex:
                 np.maximum(ay[pick], ay[pick] + dy[pick]),
             )
             box = self.eroded_bounds[s]
-            pick = pick[
+            meet = (
                 (lows_x <= box[:, 2])
                 & (highs_x >= box[:, 0])
                 & (lows_y <= box[:, 3])
                 & (highs_y >= box[:, 1])
-            ]
-        if len(pick):
-            # Linestrings only for these: circles are solved above without any.
-            lines = segments.lines(pair_segment[pick])
-            s = slot[pick]
-            hit = shapely.intersects(self.eroded[s], lines)
-            hits[pick] = hit
-            found = pick[hit]
-            if len(found):
-                into[found] = _fractions(
-                    shapely.intersection(lines[hit], self.eroded[s[hit]]),
-                    (ax[found], ay[found], dx[found], dy[found], length2[found]),
-                    first=True,
-                )
-            leave = exits[found]
-            if leave.any():
-                gone = found[leave]
-                out[gone] = _fractions(
-                    shapely.intersection(lines[hit][leave], self.dilated[slot[gone]]),
-                    (ax[gone], ay[gone], dx[gone], dy[gone], length2[gone]),
-                    first=False,
-                )
+            )
+            pick, box = pick[meet], box[meet]
+            pick = pick[_line_meets_box(ax[pick], ay[pick], dx[pick], dy[pick], box)]
+        step = (ax, ay, dx, dy, length2)
+        # Linestrings only for these (circles are solved above without any), a bounded
+        # number at a time.
+        for start in range(0, len(pick), _SHAPES_AT_ONCE):
+            some = pick[start : start + _SHAPES_AT_ONCE]
+            self._cross_shapes(
+                segments.lines(pair_segment[some]), some, slot, step, exits, hits, into, out
+            )
         # A step that reaches the margin only at its very end is no crossing: its fix is
         # judged by itself (otherwise a fix on a zero-margin boundary would enter and exit
         # at the same instant, then enter again).
         return hits & (into < _END_OF_STEP), into, np.maximum(out, into)
+
+
+def _line_meets_box(
+    ax: FloatArray, ay: FloatArray, dx: FloatArray, dy: FloatArray, box: FloatArray
+) -> BoolArray:
+    """Whether each step's line passes through its box (or within a micrometre of it).
+
+    A box lies wholly on one side of a line when its centre is farther from the line than
+    the box reaches across it (the separating axis is the line's normal). For a long
+    diagonal step, that rules out most of the boxes within its own bounding box.
+    """
+    half_x, half_y = (box[:, 2] - box[:, 0]) / 2, (box[:, 3] - box[:, 1]) / 2
+    # Both sides times the step's length: the centre's distance from the line, and the
+    # box's reach across it.
+    off = np.abs(dx * (box[:, 1] + half_y - ay) - dy * (box[:, 0] + half_x - ax))
+    reach = np.abs(dx) * half_y + np.abs(dy) * half_x + np.hypot(dx, dy) * _ON_THE_LINE
+    meets: BoolArray = off <= reach
+    return meets
 
 
 def _fractions(

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from db.geofences import Geofence, GeofenceKind
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # People's Square, Shanghai.
 LAT0 = 31.2304
 LON0 = 121.4737
+# Four cities far apart, as one fleet's fences may be: (lon, lat) of their centres.
+CITIES = {
+    "Shanghai": (121.47, 31.23),
+    "Munich": (11.58, 48.14),
+    "Sao Paulo": (-46.63, -23.55),
+    "Sydney": (151.21, -33.87),
+}
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 # Mean Earth radius; the offsets below are equirectangular, independent of the engine's
 # Mercator plane, and within 0.01% over the few kilometres these tests use.
@@ -109,3 +121,25 @@ def _fence(fence_id: int, geometry: dict[str, Any], fields: dict[str, Any]) -> G
         "exit_margin_m": 0.0,
     }
     return Geofence(id=fence_id, geometry=geometry, **{**defaults, **fields})
+
+
+class Peak:
+    """The most memory allocated at once in a block, in bytes (see `peak_memory`)."""
+
+    bytes = 0
+
+
+@contextmanager
+def peak_memory() -> Iterator[Peak]:
+    """Measure the most memory allocated at once inside the block, numpy's arrays included.
+
+    tracemalloc counts what Python and numpy allocate (not GEOS's own memory): a measure of
+    what a computation asks for that does not depend on the machine's load, as time would.
+    """
+    tracemalloc.start()
+    peak = Peak()
+    try:
+        yield peak
+    finally:
+        peak.bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()

@@ -347,6 +347,17 @@ def test_a_loaded_inside_state_raises_no_second_enter() -> None:
     assert kinds(restarted.evaluate([fix(5000, 0, 20)])) == [(1, EXIT)]
 
 
+def test_a_replaced_vehicle_with_no_stored_state_is_outside() -> None:
+    # Another hub moved the car on and nothing is stored for it (say, the fence was
+    # deactivated and reactivated meanwhile): it is outside, so leaving raises nothing.
+    engine = GeofenceEngine([circle(1, 100)])
+    assert kinds(engine.evaluate([fix(0, 0, 0)])) == [(1, ENTER)]
+    assert engine.evaluate([fix(0, 1, 1)]) == []
+    engine.replace_vehicles(["car-1"], [], [])
+    assert engine.states() == []
+    assert engine.evaluate([fix(5_000, 0, 10)]) == []
+
+
 def test_reload_keeps_state_of_fences_that_remain() -> None:
     engine = GeofenceEngine([circle(1, 100), circle(2, 100)])
     assert len(engine.evaluate([fix(0, 0, 0)])) == 2

@@ -14,13 +14,23 @@ from typing import Any
 import numpy as np
 import pytest
 import shapely
-from geofence_testing import Fix, at, circle, corridor, fix, lonlat, square
+from geofence_testing import (
+    CITIES,
+    Fix,
+    at,
+    circle,
+    corridor,
+    fix,
+    lonlat,
+    peak_memory,
+    square,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from db.geofences import Geofence, GeofenceKind, GeofenceState
 from hub.geofences import FenceIndex, GeofenceEngine, GeofenceTransition
-from hub.geofences import engine as engine_module
+from hub.geofences import crossing as crossing_module
 from hub.geofences import grid as grid_module
 from hub.geofences.grid import BoxGrid
 from hub.geofences.index import FixColumns
@@ -71,23 +81,84 @@ def _near(bounds: np.ndarray[Any, Any], data: st.DataObject) -> np.ndarray[Any, 
     return np.array(points, dtype=float).reshape(-1, 2)
 
 
+# What one example of the grid's property test may allocate at most (numpy's arrays are
+# traced): a table of up to TABLE_CELLS cells (8 MB) while the grid is built, and a few
+# arrays of up to MAX_CELLS_PER_BOX cells per box. Before query boxes were bounded, one
+# example asked for 3.8 GiB, and others for more than the machine had.
+GRID_EXAMPLE_BYTES = 64 * 2**20
+
+
 @FAST
 @given(bounds=box_rows(), data=st.data(), table=st.booleans(), few=st.integers(0, 3))
 def test_the_grid_finds_what_an_strtree_of_its_boxes_finds(
     bounds: np.ndarray[Any, Any], data: st.DataObject, *, table: bool, few: int
 ) -> None:
-    with pytest.MonkeyPatch.context() as patch:
+    queries = data.draw(box_rows())
+    points = _near(bounds, data)
+    x, y = points[:, 0], points[:, 1]
+    with pytest.MonkeyPatch.context() as patch, peak_memory() as peak:
         # Both ways to find a cell's boxes, and big boxes checked one by one or in a grid.
         patch.setattr(grid_module, "TABLE_CELLS", grid_module.TABLE_CELLS if table else 0)
         patch.setattr(grid_module, "FEW_BIG_BOXES", few)
         grid = BoxGrid(bounds)
-        points = _near(bounds, data)
-        x, y = points[:, 0], points[:, 1]
-        assert _grid_pairs(grid.query_points(x, y)) == _tree_pairs(
-            bounds, np.column_stack([x, y, x, y])
-        )
-        queries = data.draw(box_rows())
-        assert _grid_pairs(grid.query_boxes(*queries.T)) == _tree_pairs(bounds, queries)
+        at_points = grid.query_points(x, y)
+        in_boxes = grid.query_boxes(*queries.T)
+    assert peak.bytes < GRID_EXAMPLE_BYTES
+    assert _grid_pairs(at_points) == _tree_pairs(bounds, np.column_stack([x, y, x, y]))
+    assert _grid_pairs(in_boxes) == _tree_pairs(bounds, queries)
+
+
+def _city_boxes(per_city: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Boxes of 40-400 m (plane units) within 20 km of each city's centre."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for lon, lat in CITIES.values():
+        cx, cy = to_plane(np.array([lon]), np.array([lat]))
+        scale = math.cos(math.radians(lat))
+        low = np.column_stack([cx, cy]) + rng.uniform(-20_000, 20_000, (per_city, 2)) / scale
+        side = rng.uniform(40, 400, (per_city, 2)) / scale
+        rows.append(np.hstack([low, low + side]))
+    return np.vstack(rows)
+
+
+def test_a_query_box_over_the_whole_world_costs_no_more_than_its_answer() -> None:
+    # Small boxes in cities far apart make a grid of fine cells over a third of the world:
+    # 6e10 of them, which a query box as wide as the world used to expand into one by one.
+    bounds = _city_boxes(200)
+    grid = BoxGrid(bounds)
+    queries = np.array(
+        [
+            [-2.1e7, -3.1e7, 2.1e7, 3.1e7],  # the whole plane
+            [-1e8, -1e8, 1e8, 1e8],  # beyond it
+            [1.0e7, 2.0e6, 1.8e7, 5.0e6],  # East Asia
+            [-9e6, -5e6, -3e6, 0.0],  # South America
+            [1.0e6, 5.0e6, 2.0e6, 7.0e6],  # southern Germany
+            [1.0e6, -6.0e6, 2.0e6, -5.0e6],  # the South Atlantic: nothing
+        ]
+    )
+    with peak_memory() as peak:
+        found = grid.query_boxes(*queries.T)
+    assert peak.bytes < 2 * 2**20
+    assert _grid_pairs(found) == _tree_pairs(bounds, queries)
+    assert len(found[0]) == 2 * len(bounds) + 3 * 200
+
+
+def test_an_empty_or_unbounded_query_box_is_answered_like_any_other() -> None:
+    bounds = _city_boxes(50)
+    grid = BoxGrid(bounds)
+    inf, nan = math.inf, math.nan
+    low_x = np.array([-inf, nan, 0.0, 1.0e7, -inf])
+    low_y = np.array([-inf, 0.0, nan, 2.0e6, -inf])
+    high_x = np.array([inf, 1e7, 1.0, 1.8e7, -inf])
+    high_y = np.array([inf, 1e7, 1.0, 5.0e6, inf])
+    with peak_memory() as peak:
+        item, box = grid.query_boxes(low_x, low_y, high_x, high_y)
+    assert peak.bytes < 2 * 2**20
+    # Everything meets the unbounded box; nothing meets a box with a NaN side, nor one
+    # wholly beyond the plane.
+    pairs = _grid_pairs((item, box))
+    assert {b for i, b in pairs if i == 0} == set(range(len(bounds)))
+    assert {i for i, _ in pairs} == {0, 3}
 
 
 def test_the_grid_holds_many_big_boxes_in_a_coarser_one() -> None:
@@ -281,8 +352,8 @@ def test_cars_deep_in_the_service_area_for_many_batches() -> None:
 
 
 def _query_every_first_step(steps: Any, inside_keys: Any) -> Any:
-    # `_Steps.far` without its shortcut: every long or first step looked up in the grid.
-    return steps._queried(steps.usable & ~steps.near, inside_keys)
+    # `Steps.far` without its shortcut: every long or first step looked up in the grid.
+    return steps.queried(steps.usable & ~steps.near, inside_keys)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -293,7 +364,7 @@ def test_first_steps_judged_by_their_ends_fences_cross_as_when_looked_up(
     fixes = _fixes(track)
     fast = _run(GeofenceEngine(_city()), fixes, cuts)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine_module._Steps, "far", _query_every_first_step)
+        patch.setattr(crossing_module.Steps, "far", _query_every_first_step)
         looked_up = _run(GeofenceEngine(_city()), fixes, cuts)
     assert fast == looked_up
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from protocol.acks import Ack, AckStatus
 from protocol.schema import MAX_EPOCH_MILLIS
 from protocol.status import Status
-from protocol.telemetry import Telemetry
+from protocol.telemetry import MAX_ACCURACY_M, Telemetry
 from protocol.topics import VEHICLE_ID_PATTERN
 
 # No deadline: a slow or busy machine must not fail a test that is about correctness.
@@ -59,7 +59,8 @@ def fix_dicts(draw: st.DrawFn, *, with_extras: bool = True) -> dict[str, Any]:
         data["battery_pct"] = draw(finite(0, 100))
     optional = {
         "alarm": st.booleans(),
-        "accuracy_m": finite(0),
+        # Larger values are clamped to the bound (test_protocol_telemetry checks it).
+        "accuracy_m": finite(0, MAX_ACCURACY_M),
         "queue_dropped": counters,
         "v": st.just(1),
     }

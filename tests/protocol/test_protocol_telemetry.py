@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import struct
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from protocol.errors import (
     UnsupportedVersionError,
 )
 from protocol.telemetry import (
+    MAX_ACCURACY_M,
     MAX_FIXES_PER_MESSAGE,
     Telemetry,
     decode_telemetry,
@@ -297,3 +300,35 @@ def test_every_payload_error_is_a_payload_error() -> None:
     with pytest.raises(PayloadError) as caught:
         decode_telemetry(b"{")
     assert caught.value.as_dict()["code"] == "bad_json"
+
+
+# --- accuracy ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("accuracy", [MAX_ACCURACY_M + 1, 1e300, 1.7976931348623157e308])
+def test_an_accuracy_beyond_the_earth_is_clamped_to_the_farthest_distance_on_it(
+    accuracy: float,
+) -> None:
+    payload = encode(a_fix(accuracy_m=accuracy))
+    (fix,) = decode_telemetry(payload)
+    assert fix.accuracy_m == MAX_ACCURACY_M
+    # What the hub stores (a float4 column) is a number, not Infinity.
+    assert math.isfinite(struct.unpack("f", struct.pack("f", fix.accuracy_m))[0])
+    assert json.loads(encode_telemetry(fix))["accuracy_m"] == MAX_ACCURACY_M
+
+
+def test_the_farthest_distance_on_earth_is_half_a_great_circle() -> None:
+    # No two places are farther apart on the mean sphere the hub measures with.
+    assert math.pi * 6_371_008.8 <= MAX_ACCURACY_M < math.pi * 6_371_008.8 + 1_000
+
+
+@no_deadline
+@given(st.floats(0, MAX_ACCURACY_M))
+def test_an_accuracy_on_the_earth_is_kept_as_sent(accuracy: float) -> None:
+    (fix,) = decode_telemetry(encode(a_fix(accuracy_m=accuracy)))
+    assert fix.accuracy_m == accuracy
+
+
+def test_a_unit_that_builds_a_fix_with_a_huge_accuracy_sends_the_bound() -> None:
+    fix = Telemetry.model_validate(a_fix(accuracy_m=1e300))
+    assert fix.accuracy_m == MAX_ACCURACY_M
