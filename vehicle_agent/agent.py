@@ -236,7 +236,11 @@ class Agent:
         if self._acks.announces:
             queue_id = queue.queue_id
             floor = queue.floor_after_put()
-            queue_floor = floor_to_announce(seq if floor is None else floor, queue.confirmed_next)
+            queue_floor = floor_to_announce(
+                seq if floor is None else floor,
+                queue.confirmed_next,
+                hub_mode=self._acks.mode is Mode.HUB,
+            )
         try:
             fix = build_fix(
                 sample,
@@ -299,13 +303,16 @@ class Agent:
         if was is not self._acks.mode:
             log.info("the hub acknowledges storage: fixes now leave the queue when it says so")
         if verdict.ignored is not None:
-            log.debug("storage acknowledgement for queue %d ignored: %s", stored.queue_id,
-                      verdict.ignored)  # fmt: skip
+            log.debug(
+                "storage acknowledgement for queue %d ignored: %s", stored.queue_id, verdict.ignored
+            )
         if verdict.confirm is not None:
             self.stats.fixes_confirmed += queue.confirm(verdict.confirm)
         if verdict.resend:
-            log.warning("the hub still lacks seq %d, sent long ago: sending the queue again",
-                        stored.next_seq)  # fmt: skip
+            log.warning(
+                "the hub still lacks seq %d, sent long ago: sending the queue again",
+                stored.next_seq,
+            )
             self.stats.resends += 1
             if self._sender is not None:
                 self._sender.rewind()
@@ -316,8 +323,9 @@ class Agent:
 
     def _fall_back_to_broker_acks(self, why: str) -> None:
         removed = self.queue.remove_delivered()
-        log.warning("%s: fixes now leave the queue at the broker's acknowledgement (%d went)",
-                    why, removed)  # fmt: skip
+        log.warning(
+            "%s: fixes now leave the queue at the broker's acknowledgement (%d went)", why, removed
+        )
         self._count_queue()
         if self._sender is not None:
             self._sender.notify()

@@ -58,17 +58,20 @@ class Verdict(NamedTuple):
     """Why the message says nothing about this queue, for the log."""
 
 
-def floor_to_announce(floor: int, confirmed_next: int | None) -> int | None:
+def floor_to_announce(floor: int, confirmed_next: int | None, *, hub_mode: bool) -> int | None:
     """The `queue_floor` a new fix carries, or None when the hub needs no telling.
 
     `floor` is the lowest seq the queue holds once the fix is in. The hub waits for every
-    seq from its last `next_seq` on; when the unit has let go of some of them (the queue was
-    full, or broker mode removed them at their PUBACK), the floor lets the hub pass the gap.
-    Sent only once this queue has heard from the hub: a hub that never answers ignores it.
+    seq from its last `next_seq` on (from 0 for a queue it has not confirmed yet); when the
+    unit has let go of some of them (the queue was full, or broker mode removed them at
+    their PUBACK), the floor lets the hub pass the gap. In broker mode, before any hub has
+    confirmed this queue, the hub is most likely one that predates the field: say nothing.
     """
-    if confirmed_next is None or floor <= confirmed_next:
-        return None
-    return floor
+    if confirmed_next is None:
+        if not hub_mode:
+            return None
+        confirmed_next = 0
+    return floor if floor > confirmed_next else None
 
 
 class StorageAcks:

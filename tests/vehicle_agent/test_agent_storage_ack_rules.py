@@ -87,8 +87,9 @@ def test_a_stored_message_confirms_only_news_of_this_queue() -> None:
 
 def test_an_older_queues_acknowledgement_is_never_applied() -> None:
     rules = acks()
-    verdict = rules.stored(stored(10**6, queue_id=QUEUE + 1), last_seq=5, confirmed_next=None,
-                           now=1.0)  # fmt: skip
+    verdict = rules.stored(
+        stored(10**6, queue_id=QUEUE + 1), last_seq=5, confirmed_next=None, now=1.0
+    )
     assert verdict.confirm is None
     assert verdict.ignored == "for another queue of this vehicle"
     assert rules.heard  # but it proves the hub answers
@@ -165,13 +166,21 @@ def test_a_new_connection_forgets_the_last_ones_messages_and_restarts_the_clock(
 
 
 @pytest.mark.parametrize(
-    ("floor", "confirmed_next", "announced"),
-    [(5, None, None), (5, 5, None), (5, 7, None), (8, 5, 8), (0, 0, None)],
+    ("floor", "confirmed_next", "hub_mode", "announced"),
+    [
+        (5, 5, True, None),
+        (5, 7, True, None),
+        (8, 5, True, 8),
+        (8, 5, False, 8),  # broker mode after a fallback: the hub answered this queue before
+        (0, None, True, None),  # a new queue, nothing let go
+        (5, None, True, 5),  # a new queue whose full queue dropped 0..4 already
+        (5, None, False, None),  # never answered and in broker mode: an older hub
+    ],
 )
-def test_the_floor_is_announced_only_above_what_the_hub_confirmed(
-    floor: int, confirmed_next: int | None, announced: int | None
+def test_the_floor_is_announced_only_above_what_the_hub_waits_for(
+    floor: int, confirmed_next: int | None, hub_mode: bool, announced: int | None
 ) -> None:
-    assert floor_to_announce(floor, confirmed_next) == announced
+    assert floor_to_announce(floor, confirmed_next, hub_mode=hub_mode) == announced
 
 
 @settings(max_examples=200, deadline=None)
