@@ -277,7 +277,8 @@ class Agent:
         seqs = [fix.seq for fix in fixes]
         waiting = self._acks.fallback_at() is not None
         ids = [fix.id for fix in fixes]
-        if self._acks.delivered(min(seqs), max(seqs), self._monotonic()):
+        now, confirmed_next = self._monotonic(), self.queue.confirmed_next
+        if self._acks.delivered(min(seqs), max(seqs), now, confirmed_next=confirmed_next):
             self.queue.remove(ids)
         else:
             self.queue.mark_delivered(ids)

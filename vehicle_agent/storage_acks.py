@@ -144,10 +144,18 @@ class StorageAcks:
             return True
         return len(self._sent) + in_flight < self._window
 
-    def delivered(self, first_seq: int, last_seq: int, now: float) -> bool:
-        """The broker acknowledged a message of these seqs; True if its fixes leave now."""
+    def delivered(
+        self, first_seq: int, last_seq: int, now: float, *, confirmed_next: int | None = None
+    ) -> bool:
+        """The broker acknowledged a message of these seqs; True if its fixes leave now.
+
+        `confirmed_next` is the queue's: the hub's word may come before the PUBACK, and a
+        message it already covers waits for nothing.
+        """
         if self.mode is Mode.BROKER:
             return True
+        if confirmed_next is not None and last_seq < confirmed_next:
+            return False
         self._sent.append(Sent(first_seq, last_seq, now))
         if self._waiting_since is None:
             self._waiting_since = now

@@ -149,6 +149,16 @@ def test_a_fix_the_hub_still_lacks_long_after_the_broker_took_it_is_sent_again()
     assert rules.unconfirmed == 0  # everything queued goes again, as backlog
 
 
+def test_a_message_the_hub_covered_before_its_puback_waits_for_nothing() -> None:
+    rules = acks()
+    rules.stored(stored(10), last_seq=20, confirmed_next=None, now=0.0)
+    assert not rules.delivered(5, 9, now=1.0, confirmed_next=10)
+    assert rules.unconfirmed == 0
+    assert rules.fallback_at() is None  # nothing waits for the hub
+    assert not rules.delivered(9, 10, now=1.0, confirmed_next=10)
+    assert rules.unconfirmed == 1
+
+
 def test_a_gap_not_sent_on_this_connection_is_backlog_still_to_come() -> None:
     rules = acks("hub")
     rules.delivered(20, 20, now=0.0)  # a live fix; 5..19 are backlog of this connection
