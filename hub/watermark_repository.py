@@ -18,15 +18,10 @@ if TYPE_CHECKING:
 
     import psycopg
 
-_COLUMNS: Final = (
-    "vehicle_id, queue_id, next_seq, handled, retired, messages_since, published_next, "
-    "published_at, advanced_at, due_at"
-)
-
 # ORDER BY before FOR UPDATE: row locks are taken in key order, the same on every hub.
 _LOAD: LiteralString = """
-    SELECT vehicle_id, queue_id, next_seq, handled, retired, messages_since, published_next,
-           published_at, advanced_at, due_at
+    SELECT vehicle_id, queue_id, next_seq, handled, top_ts, retired, messages_since,
+           published_next, published_at, advanced_at, due_at
     FROM telemetry_watermarks
     WHERE vehicle_id = ANY(%(vehicle_ids)s)
     ORDER BY vehicle_id
@@ -35,8 +30,8 @@ _LOAD: LiteralString = """
 
 # A batch holding a row is about to move it on (and publish if due): the sweep leaves it.
 _DUE: LiteralString = """
-    SELECT vehicle_id, queue_id, next_seq, handled, retired, messages_since, published_next,
-           published_at, advanced_at, due_at
+    SELECT vehicle_id, queue_id, next_seq, handled, top_ts, retired, messages_since,
+           published_next, published_at, advanced_at, due_at
     FROM telemetry_watermarks
     WHERE due_at <= %(now)s
     ORDER BY due_at
@@ -48,37 +43,38 @@ _DUE: LiteralString = """
 # thousand vehicles per batch costs more in Python than copying rows.
 _CREATE_STAGING: LiteralString = """
     CREATE TEMPORARY TABLE IF NOT EXISTS telemetry_watermarks_staging (
-        vehicle_id text, queue_id bigint, next_seq bigint, handled bigint[],
+        vehicle_id text, queue_id bigint, next_seq bigint, handled bigint[], top_ts bigint,
         retired bigint[], messages_since bigint, published_next bigint,
         published_at timestamptz, advanced_at timestamptz, due_at timestamptz
     ) ON COMMIT DELETE ROWS
 """
 
 _COPY_STAGING: LiteralString = """
-    COPY telemetry_watermarks_staging (vehicle_id, queue_id, next_seq, handled, retired,
-                                       messages_since, published_next, published_at,
-                                       advanced_at, due_at)
+    COPY telemetry_watermarks_staging (vehicle_id, queue_id, next_seq, handled, top_ts,
+                                       retired, messages_since, published_next,
+                                       published_at, advanced_at, due_at)
     FROM STDIN (FORMAT BINARY)
 """
 
 _STAGING_TYPES: Final = (
-    "text", "int8", "int8", "int8[]", "int8[]", "int8", "int8", "timestamptz", "timestamptz",
-    "timestamptz",
+    "text", "int8", "int8", "int8[]", "int8", "int8[]", "int8", "int8", "timestamptz",
+    "timestamptz", "timestamptz",
 )  # fmt: skip
 
 _SAVE: LiteralString = """
     INSERT INTO telemetry_watermarks AS w (
-        vehicle_id, queue_id, next_seq, handled, retired, messages_since, published_next,
-        published_at, advanced_at, due_at
+        vehicle_id, queue_id, next_seq, handled, top_ts, retired, messages_since,
+        published_next, published_at, advanced_at, due_at
     )
-    SELECT s.vehicle_id, s.queue_id, s.next_seq, s.handled, s.retired, s.messages_since,
-           s.published_next, s.published_at, s.advanced_at, s.due_at
+    SELECT s.vehicle_id, s.queue_id, s.next_seq, s.handled, s.top_ts, s.retired,
+           s.messages_since, s.published_next, s.published_at, s.advanced_at, s.due_at
     FROM telemetry_watermarks_staging AS s
     WHERE EXISTS (SELECT 1 FROM vehicles v WHERE v.id = s.vehicle_id)
     ON CONFLICT (vehicle_id) DO UPDATE SET
         queue_id = EXCLUDED.queue_id,
         next_seq = EXCLUDED.next_seq,
         handled = EXCLUDED.handled,
+        top_ts = EXCLUDED.top_ts,
         retired = EXCLUDED.retired,
         messages_since = EXCLUDED.messages_since,
         published_next = EXCLUDED.published_next,
@@ -96,12 +92,13 @@ def _state(row: Sequence[Any]) -> tuple[str, WatermarkState]:
         queue_id=row[1],
         next_seq=row[2],
         handled=handled,
-        retired=tuple(row[4]),
-        messages_since=row[5],
-        published_next=row[6],
-        published_at=row[7],
-        advanced_at=row[8],
-        due_at=row[9],
+        top_ts=row[4],
+        retired=tuple(row[5]),
+        messages_since=row[6],
+        published_next=row[7],
+        published_at=row[8],
+        advanced_at=row[9],
+        due_at=row[10],
     )
 
 
@@ -141,6 +138,7 @@ def save_watermarks(conn: psycopg.Connection[Any], states: Mapping[str, Watermar
                         state.queue_id,
                         state.next_seq,
                         [seq for pair in state.handled for seq in pair],
+                        state.top_ts,
                         list(state.retired),
                         state.messages_since,
                         state.published_next,

@@ -14,10 +14,14 @@ go at the broker's acknowledgement; a fix's `queue_floor` ("I hold nothing below
 moves `next_seq` past those. A fix lost between the unit and the hub leaves a gap
 `next_seq` cannot pass; the unit, which still holds it, sends it again.
 
-**A new queue.** A fix of an unknown `queue_id` means the unit's counter restarted (a new
-unit, a lost queue file): the watermark starts afresh for it at once, and the old id is
-remembered (`retired`) so that old fixes still in flight do not switch it back. The unit
-only ever applies a watermark of its own queue id, so a mix-up costs re-sends, never a fix.
+**A new queue.** A fix of an unknown `queue_id` that is newer (by its own `ts`) than every
+fix of the current queue means the unit's counter restarted (a new unit, a lost queue
+file): the watermark starts afresh for it at once, and the old id is remembered
+(`retired`) so that old fixes still in flight cannot switch it back; an unknown queue's
+fix older than the current queue's newest is such an old fix, and changes nothing. The
+unit only ever applies a watermark of its own queue id, so a mix-up (a new unit whose clock
+is behind the old one's, say) costs that unit its acknowledgements until its clock passes
+the old unit's last fix (it then lets fixes go at the broker's PUBACK), never a fix.
 
 **Bounded.** At most `max_ranges` ranges above `next_seq`: past that the highest are
 forgotten (their seqs look unhandled, the unit sends them again, they are handled again;
@@ -88,6 +92,8 @@ class WatermarkState:
     next_seq: int = 0
     # Handled seqs above `next_seq`: ascending, disjoint, never adjacent, none touching it.
     handled: tuple[Range, ...] = ()
+    # The newest `ts` (the unit's clock, ms) of a handled fix of this queue.
+    top_ts: int = 0
     retired: tuple[int, ...] = ()
     # The vehicle's telemetry messages since the last publication.
     messages_since: int = 0
@@ -168,6 +174,7 @@ def advance(
             # The common case by far: the next fix, in order, nothing pending. (Its floor
             # is at most its seq, so it cannot move the watermark further.)
             state.next_seq = min(ref.seq + 1, MAX_BIGINT)
+            state.top_ts = max(state.top_ts, ref.ts)
             state.messages_since += handled.messages
             return _settle(state, now, policy, below=0, gap_closed=False, backlog=False)
     current, new_queue, seqs, floor = _current_queue(state, refs, policy)
@@ -231,12 +238,15 @@ def _current_queue(
     floor: int | None = None
     for ref in refs:
         if current is None or ref.queue_id != current.queue_id:
-            if current is not None and ref.queue_id in current.retired:
+            if current is not None and (
+                ref.queue_id in current.retired or ref.ts <= current.top_ts
+            ):
                 continue  # a late fix of a queue that was replaced: changes nothing
             current = _restarted(current, ref.queue_id, policy)
             new_queue = True
             seqs, floor = [], None
         seqs.append(ref.seq)
+        current.top_ts = max(current.top_ts, ref.ts)
         if ref.floor is not None and (floor is None or ref.floor > floor):
             floor = ref.floor
     if not seqs:

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from protocol.decoding import validate_json
 from protocol.schema import (
     MAX_BIGINT,
+    MAX_EPOCH_MILLIS,
     MAX_QUEUE_ID,
     PROTOCOL_VERSION,
     Counter,
@@ -57,10 +58,15 @@ def decode_stored(payload: bytes) -> Stored:
 
 
 class FixRef(NamedTuple):
-    """What acknowledging one fix needs: its queue, its seq, and the floor it carried."""
+    """What acknowledging one fix needs: its queue, its seq, its time, the floor it carried.
+
+    The time (the fix's own `ts`, the unit's clock) tells a new queue of a vehicle from an
+    old one whose fixes arrive late: the newer queue's fixes are the later ones.
+    """
 
     queue_id: int
     seq: int
+    ts: int
     floor: int | None
 
     @classmethod
@@ -68,7 +74,7 @@ class FixRef(NamedTuple):
         """The reference of a decoded fix; None for a unit that does not announce its queue."""
         if fix.queue_id is None:
             return None
-        return cls(fix.queue_id, fix.seq, fix.queue_floor)
+        return cls(fix.queue_id, fix.seq, fix.ts, fix.queue_floor)
 
 
 def _int_in(value: object, low: int, high: int) -> int | None:
@@ -83,10 +89,11 @@ def _salvage_one(item: object) -> FixRef | None:
         return None
     queue_id = _int_in(item.get("queue_id"), 1, MAX_QUEUE_ID)
     seq = _int_in(item.get("seq"), 0, MAX_BIGINT)
-    if queue_id is None or seq is None:
+    ts = _int_in(item.get("ts"), 1, MAX_EPOCH_MILLIS)
+    if queue_id is None or seq is None or ts is None:
         return None
     floor = _int_in(item.get("queue_floor"), 0, seq)
-    return FixRef(queue_id, seq, floor)
+    return FixRef(queue_id, seq, ts, floor)
 
 
 def salvage_fix_refs(payload: bytes) -> list[FixRef]:
@@ -94,7 +101,8 @@ def salvage_fix_refs(payload: bytes) -> list[FixRef]:
 
     A message the hub dead-letters is refused for good: the unit sending it again cannot
     help, so the hub acknowledges what it can still read of it (each element that has an
-    integer `queue_id` and `seq` in range) rather than leave a gap the unit re-sends forever.
+    integer `queue_id`, `seq` and `ts` in range) rather than leave a gap the unit re-sends
+    forever.
     """
     try:
         body = json.loads(payload)

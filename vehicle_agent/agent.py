@@ -37,7 +37,7 @@ from vehicle_agent.queue import MemoryFixQueue, SqliteFixQueue
 from vehicle_agent.reporting import ReportingPolicy, Sample, Trigger
 from vehicle_agent.safety import SafetyRules
 from vehicle_agent.sender import TelemetrySender
-from vehicle_agent.storage_acks import Mode, StorageAcks, floor_to_announce
+from vehicle_agent.storage_acks import Mode, StorageAcks
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -236,10 +236,8 @@ class Agent:
         if self._acks.announces:
             queue_id = queue.queue_id
             floor = queue.floor_after_put()
-            queue_floor = floor_to_announce(
-                seq if floor is None else floor,
-                queue.confirmed_next,
-                hub_mode=self._acks.mode is Mode.HUB,
+            queue_floor = self._acks.floor_to_announce(
+                seq if floor is None else floor, queue.confirmed_next
             )
         try:
             fix = build_fix(

@@ -58,22 +58,6 @@ class Verdict(NamedTuple):
     """Why the message says nothing about this queue, for the log."""
 
 
-def floor_to_announce(floor: int, confirmed_next: int | None, *, hub_mode: bool) -> int | None:
-    """The `queue_floor` a new fix carries, or None when the hub needs no telling.
-
-    `floor` is the lowest seq the queue holds once the fix is in. The hub waits for every
-    seq from its last `next_seq` on (from 0 for a queue it has not confirmed yet); when the
-    unit has let go of some of them (the queue was full, or broker mode removed them at
-    their PUBACK), the floor lets the hub pass the gap. In broker mode, before any hub has
-    confirmed this queue, the hub is most likely one that predates the field: say nothing.
-    """
-    if confirmed_next is None:
-        if not hub_mode:
-            return None
-        confirmed_next = 0
-    return floor if floor > confirmed_next else None
-
-
 class StorageAcks:
     """The agent's side of contract 1.1's storage acknowledgement, for one queue."""
 
@@ -97,6 +81,10 @@ class StorageAcks:
         # Messages delivered on this connection whose fixes no `stored` message covers yet.
         self._sent: list[Sent] = []
         self._heard_at: float | None = None
+        # The latest `next_seq` heard for this queue: what the hub believes now. Lower than
+        # the queue's confirmed one when the hub's state went back (a database restored,
+        # hubs publishing out of order); the floor then tells it what it missed.
+        self._hub_next: int | None = None
         # When the oldest delivery still waiting for the hub was acknowledged by the broker.
         self._waiting_since: float | None = None
 
@@ -175,6 +163,7 @@ class StorageAcks:
         if last_seq is None or message.next_seq > last_seq + 1:
             # No hub can have handled a seq this queue never produced: not ours to act on.
             return Verdict(None, resend=False, ignored="beyond the newest fix")
+        self._hub_next = message.next_seq
         known = -1 if confirmed_next is None else confirmed_next
         confirm = message.next_seq if message.next_seq > known else None
         gap = max(message.next_seq, known)
@@ -189,6 +178,23 @@ class StorageAcks:
         if not self._sent:
             self._waiting_since = None
         return Verdict(confirm, resend=resend)
+
+    def floor_to_announce(self, floor: int, confirmed_next: int | None) -> int | None:
+        """The `queue_floor` a new fix carries, or None when the hub needs no telling.
+
+        `floor` is the lowest seq the queue holds once the fix is in. The hub waits for
+        every seq from its `next_seq` on (from 0 for a queue it has not answered yet); when
+        the unit has let go of some of them (its full queue dropped them, broker mode
+        removed them at their PUBACK, or the hub forgot what it had confirmed), the floor
+        lets the hub pass the gap. In broker mode, before any hub has answered for this
+        queue, the hub most likely predates the field: say nothing.
+        """
+        known = self._hub_next if self._hub_next is not None else confirmed_next
+        if known is None:
+            if self.mode is Mode.BROKER:
+                return None
+            known = 0
+        return floor if floor > known else None
 
     def fallback_at(self) -> float | None:
         """When `check` would fall back to broker mode if nothing is heard (None: never)."""

@@ -20,6 +20,9 @@ CREATE TABLE telemetry_watermarks (
     -- ({f1,l1,f2,l2,...}); the hub keeps at most 32 pairs, the check allows 128.
     handled        bigint[] NOT NULL DEFAULT '{}'
                    CHECK (cardinality(handled) % 2 = 0 AND cardinality(handled) <= 256),
+    -- The newest ts (the unit's clock, Unix ms) of a handled fix of this queue: a fix of
+    -- an unknown queue id replaces this queue only if it is newer.
+    top_ts         bigint NOT NULL DEFAULT 0 CHECK (top_ts >= 0),
     -- Earlier queue ids of the vehicle, newest first, whose late fixes change nothing.
     retired        bigint[] NOT NULL DEFAULT '{}' CHECK (cardinality(retired) <= 16),
     -- The vehicle's telemetry messages since the last publication.

@@ -2,14 +2,15 @@
 
 A car (the agent's real queue and `StorageAcks`), a broker that acknowledges everything and
 may crash and lose what it holds, and a hub (`hub.watermarks`) that handles messages in
-any order, play through random histories. Whatever happens, a fix leaves the car only once
-the hub handled it (or the car's own full queue dropped it); and once the losses stop, the
-car's re-sends get every fix through.
+any order, and whose watermark table may go back to an older state, play through random
+histories. Whatever happens, a fix leaves the car only once the hub handled it (or the
+car's own full queue dropped it); and once the losses stop, the car's re-sends get every
+fix through.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ from hub.watermarks import (
 from hub.watermarks import published as mark_published
 from protocol.stored import FixRef
 from vehicle_agent.queue import MemoryFixQueue
-from vehicle_agent.storage_acks import StorageAcks, floor_to_announce
+from vehicle_agent.storage_acks import StorageAcks
 
 if TYPE_CHECKING:
     import random
@@ -45,6 +46,7 @@ class Car:
     queue: MemoryFixQueue = field(init=False)
     rules: StorageAcks = field(init=False)
     cursor: int = 0  # the last queue id sent on this connection
+    clock: int = 0  # the unit's clock, in ms
     taken: set[tuple[int, int]] = field(default_factory=set)  # (queue id, seq)
     dropped: set[tuple[int, int]] = field(default_factory=set)
     removed: set[tuple[int, int]] = field(default_factory=set)  # confirmed by the hub
@@ -69,10 +71,11 @@ class Car:
         queue = self.queue
         seq = 0 if queue.last_seq is None else queue.last_seq + 1
         floor = queue.floor_after_put()
-        announced = floor_to_announce(
-            seq if floor is None else floor, queue.confirmed_next, hub_mode=True
+        announced = self.rules.floor_to_announce(
+            seq if floor is None else floor, queue.confirmed_next
         )
-        ref = FixRef(queue.queue_id, seq, announced)
+        self.clock += 1  # the unit's clock goes on across queues
+        ref = FixRef(queue.queue_id, seq, self.clock, announced)
         before = {fix.seq for fix in queue.read(limit=10_000)}
         queue.put(seq, seq, repr(ref).encode())
         after = {fix.seq for fix in queue.read(limit=10_000)}
@@ -117,6 +120,8 @@ class Hub:
     state: WatermarkState | None = None
     handled: set[tuple[int, int]] = field(default_factory=set)
 
+    saved: list[WatermarkState] = field(default_factory=list)
+
     def handle(self, messages: list[list[FixRef]], now: float) -> WatermarkState | None:
         """A batch; returns the state to publish after its commit, if any."""
         refs = [ref for message in messages for ref in message]
@@ -125,7 +130,13 @@ class Hub:
         if result is None:
             return None
         self.state = result.state
+        self.saved.append(replace(result.state))
         return result.state if result.publish else None
+
+    def go_back(self, shuffle: random.Random) -> None:
+        """The watermark table restored from a backup: an older state (the fixes stay)."""
+        if self.saved:
+            self.state = replace(shuffle.choice(self.saved))
 
     def sweep(self, now: float) -> WatermarkState | None:
         if self.state is not None and is_due(self.state, at(now)):
@@ -179,9 +190,16 @@ class World:
     def new_queue(self) -> None:
         self.car.new_queue()
 
+    def restore(self) -> None:
+        self.hub.go_back(self.shuffle)
+
     def settle(self) -> None:
-        """No more losses: reconnect, send everything, handle everything, tell the car."""
+        """No more losses: reconnect, send everything, handle everything, tell the car.
+
+        The car keeps reporting meanwhile, a fix per round, as a real one does.
+        """
         self.now += RESEND_AFTER_S + 1
+        self.car.take_fix()
         self.car.reconnect(self.now)
         while (message := self.car.send(10, self.now)) is not None or self.broker:
             if message is not None:
@@ -194,7 +212,10 @@ class World:
 
 events = st.lists(
     st.sampled_from(
-        ["fix"] * 3 + ["send"] * 3 + ["handle"] * 2 + ["sweep", "wait", "crash", "new_queue"]
+        ["fix"] * 3
+        + ["send"] * 3
+        + ["handle"] * 2
+        + ["sweep", "wait", "crash", "new_queue", "restore"]
     ),
     max_size=120,
 )

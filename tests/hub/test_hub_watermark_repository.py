@@ -38,6 +38,7 @@ def full_state(**changes: Any) -> WatermarkState:
         queue_id=2**31 - 1,
         next_seq=1234,
         handled=((1300, 1310), (1400, 1400), (2**63 - 2, 2**63 - 1)),
+        top_ts=1_750_000_000_000,
         retired=(5, 6),
         messages_since=7,
         published_next=1200,
@@ -83,13 +84,14 @@ def test_a_batch_moves_a_stored_state_on(conn: psycopg.Connection[Any], cars: li
     for seq in range(40):
         with conn.transaction():
             stored = load_watermarks(conn, [car]).get(car)
-            handled = VehicleHandled([FixRef(42, seq, None)], 1, 0)
+            handled = VehicleHandled([FixRef(42, seq, 1_750_000_000_000 + seq, None)], 1, 0)
             result = advance(stored, handled, T0 + timedelta(seconds=seq), policy)
             assert result is not None
             save_watermarks(conn, {car: result.state})
     with conn.transaction():
         state = load_watermarks(conn, [car])[car]
     assert (state.queue_id, state.next_seq, state.handled) == (42, 40, ())
+    assert state.top_ts == 1_750_000_000_039
     # Published for the new queue at seq 0, then at 16 and 32 more messages.
     assert state.published_next == 33
     assert state.messages_since == 7

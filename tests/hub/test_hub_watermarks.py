@@ -30,16 +30,27 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
+# The unit's clock at seq 0 of a queue: a fix's ts is this plus a second per seq.
+BORN_MS = int(T0.timestamp() * 1000)
+
+
 def batch(
     *seqs: int,
     queue_id: int = QUEUE,
     floor: int | None = None,
     backlog: bool = False,
     messages: int | None = None,
+    born_ms: int = BORN_MS,
 ) -> VehicleHandled:
     """One vehicle's share of a batch: these seqs, one message each unless told."""
     refs = [
-        FixRef(queue_id, seq, floor if floor is not None and floor <= seq else None) for seq in seqs
+        FixRef(
+            queue_id,
+            seq,
+            born_ms + 1000 * seq,
+            floor if floor is not None and floor <= seq else None,
+        )
+        for seq in seqs
     ]
     count = len(seqs) if messages is None else messages
     return VehicleHandled(refs, count, count if backlog else 0)
@@ -135,8 +146,9 @@ def test_a_floor_below_the_watermark_changes_nothing() -> None:
 
 
 def test_a_new_queue_restarts_the_watermark_and_old_fixes_cannot_switch_it_back() -> None:
-    old = settled(5000, retired=(1, 2, 3, 4))
-    result = advance(old, batch(0, 1, queue_id=99), at(0), POLICY)
+    old = settled(5000, retired=(1, 2, 3, 4), top_ts=BORN_MS + 1000 * 4999)
+    # A new unit (or a lost queue file): its counter starts again, after the old one's fixes.
+    result = advance(old, batch(0, 1, queue_id=99, born_ms=BORN_MS + 1000 * 5000), at(0), POLICY)
     assert result is not None
     state = result.state
     assert (state.queue_id, state.next_seq, state.published_next) == (99, 2, 2)
@@ -149,7 +161,14 @@ def test_a_new_queue_restarts_the_watermark_and_old_fixes_cannot_switch_it_back(
 
 def test_a_batch_that_switches_queues_ends_on_the_last_one() -> None:
     mixed = VehicleHandled(
-        [FixRef(1, 10, None), FixRef(2, 0, None), FixRef(1, 11, None), FixRef(2, 1, None)], 4, 0
+        [
+            FixRef(1, 10, 100, None),
+            FixRef(2, 0, 101, None),
+            FixRef(1, 11, 102, None),
+            FixRef(2, 1, 103, None),
+        ],
+        4,
+        0,
     )
     result = advance(None, mixed, at(0), POLICY)
     assert result is not None
@@ -157,11 +176,25 @@ def test_a_batch_that_switches_queues_ends_on_the_last_one() -> None:
     assert (result.state.queue_id, result.state.next_seq, result.state.retired) == (2, 2, (1,))
 
 
+def test_an_old_queues_late_fix_never_seen_before_changes_nothing() -> None:
+    """Found by the end-to-end property test: a new queue first, then the old one's fix."""
+    result = advance(None, batch(0, queue_id=2, born_ms=BORN_MS + 60_000), at(0), POLICY)
+    assert result is not None
+    late = advance(result.state, batch(0, queue_id=1), at(1), POLICY)  # taken a minute before
+    assert late is None
+    assert (result.state.queue_id, result.state.retired) == (2, ())
+
+
 def test_a_unit_changing_queues_on_every_message_is_not_answered_every_time() -> None:
     state: WatermarkState | None = None
     publications = 0
     for second in range(60):
-        result = advance(state, batch(0, queue_id=1000 + second), at(second), POLICY)
+        result = advance(
+            state,
+            batch(0, queue_id=1000 + second, born_ms=BORN_MS + 1000 * second),
+            at(second),
+            POLICY,
+        )
         assert result is not None
         state = result.state
         publications += result.publish
@@ -213,23 +246,24 @@ def test_the_largest_seq_cannot_overflow_the_watermark() -> None:
 
 def test_the_handled_fixes_of_a_batch_skip_units_without_a_queue() -> None:
     handled = HandledFixes()
-    handled.add_message("car-1", [FixRef(1, 5, None)], backlog=False)
-    handled.add_message("car-1", [FixRef(1, 6, None), FixRef(1, 7, 6)], backlog=True)
+    handled.add_message("car-1", [FixRef(1, 5, 5, None)], backlog=False)
+    handled.add_message("car-1", [FixRef(1, 6, 6, None), FixRef(1, 7, 7, 6)], backlog=True)
     handled.add_message("car-2", [None, None], backlog=False)  # contract 1.0
     assert set(handled.by_vehicle) == {"car-1"}
     assert handled.by_vehicle["car-1"] == VehicleHandled(
-        [FixRef(1, 5, None), FixRef(1, 6, None), FixRef(1, 7, 6)], 2, 1
+        [FixRef(1, 5, 5, None), FixRef(1, 6, 6, None), FixRef(1, 7, 7, 6)], 2, 1
     )
 
 
 # --- properties -------------------------------------------------------------------------
 
 refs = st.builds(
-    lambda queue, seq, floor_gap: FixRef(
-        queue, seq, None if floor_gap is None else max(0, seq - floor_gap)
+    lambda queue, seq, ts, floor_gap: FixRef(
+        queue, seq, ts, None if floor_gap is None else max(0, seq - floor_gap)
     ),
     st.sampled_from([1, 1, 1, 2, 3]),
     st.integers(0, 60),
+    st.integers(1, 200),
     st.none() | st.integers(0, 60),
 )
 
@@ -283,7 +317,10 @@ def test_the_watermark_never_covers_a_seq_not_handled_nor_given_up(
         target = state.next_seq + 70
         for seq in range(state.next_seq, target):
             result = advance(
-                state, VehicleHandled([FixRef(state.queue_id, seq, None)], 1, 0), now, policy
+                state,
+                VehicleHandled([FixRef(state.queue_id, seq, state.top_ts, None)], 1, 0),
+                now,
+                policy,
             )
             assert result is not None
             state = result.state
@@ -300,7 +337,8 @@ def test_publications_stay_within_a_tenth_of_the_messages(rate_s: float, minutes
     sweep_at = T0
     end = T0 + timedelta(minutes=minutes)
     while now < end:
-        result = advance(state, VehicleHandled([FixRef(QUEUE, seq, None)], 1, 0), now, POLICY)
+        ref = FixRef(QUEUE, seq, BORN_MS + seq, None)
+        result = advance(state, VehicleHandled([ref], 1, 0), now, POLICY)
         assert result is not None
         state = result.state
         messages += 1

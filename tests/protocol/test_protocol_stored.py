@@ -95,7 +95,7 @@ def test_a_fix_of_contract_1_0_has_no_queue() -> None:
 
 def test_a_fix_names_its_queue_and_floor() -> None:
     (decoded,) = decode_telemetry(encode(fix(queue_id=99, queue_floor=3)))
-    assert FixRef.of(decoded) == FixRef(99, 7, 3)
+    assert FixRef.of(decoded) == FixRef(99, 7, 1_750_000_000_000, 3)
     assert decoded.extras == {}  # declared fields, not unknown ones kept for the unit
 
 
@@ -123,7 +123,7 @@ def test_salvage_reads_what_the_decoder_reads(items: list[dict[str, Any]]) -> No
 @no_deadline
 @given(fixes)
 def test_salvage_of_a_single_fix(one: Telemetry) -> None:
-    expected = [] if one.queue_id is None else [FixRef(one.queue_id, one.seq, one.queue_floor)]
+    expected = [] if one.queue_id is None else [FixRef.of(one)]
     assert salvage_fix_refs(encode_telemetry(one)) == expected
 
 
@@ -135,12 +135,18 @@ def test_salvage_keeps_the_readable_fixes_of_a_refused_array() -> None:
             fix(seq=True, queue_id=5),  # a boolean is no seq
             fix(seq=3, queue_id=5, queue_floor=9),  # a floor above its seq is ignored
             fix(seq=4),  # no queue: a unit of contract 1.0
+            fix(seq=5, queue_id=5, ts=0),  # no time to tell its queue's age by
             "junk",
         ]
     )
     with pytest.raises(OutOfRangeError):
         decode_telemetry(payload)
-    assert salvage_fix_refs(payload) == [FixRef(5, 1, None), FixRef(5, 2, None), FixRef(5, 3, None)]
+    ts = 1_750_000_000_000
+    assert salvage_fix_refs(payload) == [
+        FixRef(5, 1, ts, None),
+        FixRef(5, 2, ts, None),
+        FixRef(5, 3, ts, None),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.stored import Stored
-from vehicle_agent.storage_acks import Mode, StorageAcks, floor_to_announce
+from vehicle_agent.storage_acks import Mode, StorageAcks
 
 QUEUE = 77
 TIMEOUT, SILENCE, WINDOW, RESEND = 100.0, 1000.0, 4, 50.0
@@ -176,21 +176,38 @@ def test_a_new_connection_forgets_the_last_ones_messages_and_restarts_the_clock(
 
 
 @pytest.mark.parametrize(
-    ("floor", "confirmed_next", "hub_mode", "announced"),
+    ("floor", "confirmed_next", "policy", "announced"),
     [
-        (5, 5, True, None),
-        (5, 7, True, None),
-        (8, 5, True, 8),
-        (8, 5, False, 8),  # broker mode after a fallback: the hub answered this queue before
-        (0, None, True, None),  # a new queue, nothing let go
-        (5, None, True, 5),  # a new queue whose full queue dropped 0..4 already
-        (5, None, False, None),  # never answered and in broker mode: an older hub
+        (5, 5, "hub", None),
+        (5, 7, "hub", None),
+        (8, 5, "hub", 8),
+        (0, None, "hub", None),  # a new queue, nothing let go
+        (5, None, "hub", 5),  # a new queue whose full queue dropped 0..4 already
+        (5, None, "broker", None),  # never answered, in broker mode: an older hub
     ],
 )
 def test_the_floor_is_announced_only_above_what_the_hub_waits_for(
-    floor: int, confirmed_next: int | None, hub_mode: bool, announced: int | None
+    floor: int, confirmed_next: int | None, policy: Any, announced: int | None
 ) -> None:
-    assert floor_to_announce(floor, confirmed_next, hub_mode=hub_mode) == announced
+    assert acks(policy).floor_to_announce(floor, confirmed_next) == announced
+
+
+def test_the_floor_is_announced_in_broker_mode_once_the_hub_answered() -> None:
+    rules = acks()
+    rules.delivered(0, 0, now=0.0)
+    rules.check(TIMEOUT)  # fell back: fixes go at their PUBACK, the hub loses track
+    assert rules.mode is Mode.BROKER
+    assert rules.floor_to_announce(8, 5) == 8
+
+
+def test_a_hub_that_went_back_hears_the_floor_again() -> None:
+    """The hub's database restored from a backup: it waits for fixes long confirmed."""
+    rules = acks("hub")
+    rules.stored(stored(100), last_seq=120, confirmed_next=None, now=0.0)
+    assert rules.floor_to_announce(100, 100) is None
+    verdict = rules.stored(stored(40), last_seq=120, confirmed_next=100, now=1.0)
+    assert verdict.confirm is None  # nothing comes back to the queue
+    assert rules.floor_to_announce(100, 100) == 100
 
 
 @settings(max_examples=200, deadline=None)
