@@ -82,6 +82,7 @@ _SAVE: LiteralString = """
         advanced_at = EXCLUDED.advanced_at,
         due_at = EXCLUDED.due_at,
         updated_at = now()
+    RETURNING vehicle_id
 """
 
 
@@ -123,10 +124,12 @@ def due_watermarks(
     return dict(map(_state, rows))
 
 
-def save_watermarks(conn: psycopg.Connection[Any], states: Mapping[str, WatermarkState]) -> None:
-    """Write these vehicles' states (vehicles not in the inventory are skipped)."""
+def save_watermarks(
+    conn: psycopg.Connection[Any], states: Mapping[str, WatermarkState]
+) -> set[str]:
+    """Write these vehicles' states; return the vehicles written (those of the inventory)."""
     if not states:
-        return
+        return set()
     with conn.cursor() as cur:
         cur.execute(_CREATE_STAGING)
         with cur.copy(_COPY_STAGING) as copy:
@@ -147,6 +150,7 @@ def save_watermarks(conn: psycopg.Connection[Any], states: Mapping[str, Watermar
                         state.due_at,
                     )
                 )
-        cur.execute(_SAVE)
+        written = {vehicle_id for (vehicle_id,) in cur.execute(_SAVE).fetchall()}
         # Emptied now, not only at commit: a batch written message by message saves twice.
         cur.execute("DELETE FROM telemetry_watermarks_staging")
+    return written
