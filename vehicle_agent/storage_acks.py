@@ -153,16 +153,15 @@ class StorageAcks:
         self, message: Stored, *, last_seq: int | None, confirmed_next: int | None, now: float
     ) -> Verdict:
         """Take a `stored` message in; `last_seq` and `confirmed_next` are the queue's."""
-        # Any hub that publishes storage acknowledgements, even for an older queue (a
-        # retained message), is one this unit may wait for.
+        if message.queue_id != self.queue_id:
+            # An earlier queue's retained word: it proves nothing about today's hub.
+            return Verdict(None, resend=False, ignored="for another queue of this vehicle")
+        if message.next_seq > (0 if last_seq is None else last_seq + 1):
+            # No hub can have handled a seq this queue never produced: not ours to act on.
+            return Verdict(None, resend=False, ignored="beyond the newest fix")
         self._heard_at = now
         if self.mode is Mode.BROKER and self.policy != "broker":
             self.mode = Mode.HUB
-        if message.queue_id != self.queue_id:
-            return Verdict(None, resend=False, ignored="for another queue of this vehicle")
-        if last_seq is None or message.next_seq > last_seq + 1:
-            # No hub can have handled a seq this queue never produced: not ours to act on.
-            return Verdict(None, resend=False, ignored="beyond the newest fix")
         self._hub_next = message.next_seq
         known = -1 if confirmed_next is None else confirmed_next
         confirm = message.next_seq if message.next_seq > known else None

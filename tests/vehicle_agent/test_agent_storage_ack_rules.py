@@ -92,14 +92,20 @@ def test_an_older_queues_acknowledgement_is_never_applied() -> None:
     )
     assert verdict.confirm is None
     assert verdict.ignored == "for another queue of this vehicle"
-    assert rules.heard  # but it proves the hub answers
+    assert not rules.heard  # a word about an earlier queue says nothing of today's hub
 
 
 def test_an_acknowledgement_beyond_the_newest_fix_is_ignored() -> None:
     rules = acks()
     assert rules.stored(stored(11), last_seq=9, confirmed_next=None, now=1.0).confirm is None
-    assert rules.stored(stored(10), last_seq=9, confirmed_next=None, now=1.0).confirm == 10
     assert rules.stored(stored(1), last_seq=None, confirmed_next=None, now=1.0).confirm is None
+    assert not rules.heard  # such a word is no proof that the hub answers
+    assert rules.stored(stored(10), last_seq=9, confirmed_next=None, now=1.0).confirm == 10
+    assert rules.heard
+    # A queue with no fix yet may hear that nothing is handled yet.
+    fresh = acks()
+    assert fresh.stored(stored(0), last_seq=None, confirmed_next=None, now=1.0).confirm == 0
+    assert fresh.heard
 
 
 def test_a_hub_heard_gets_the_longer_silence() -> None:
