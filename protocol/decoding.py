@@ -36,6 +36,7 @@ _ERROR_BY_PYDANTIC_TYPE: Final[dict[str, type[PayloadError]]] = {
     "string_too_short": OutOfRangeError,
     "string_too_long": OutOfRangeError,
     "lifetime_too_long": OutOfRangeError,
+    "floor_above_seq": OutOfRangeError,
     "unsupported_version": UnsupportedVersionError,
 }
 

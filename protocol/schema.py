@@ -23,6 +23,10 @@ MAX_COMMAND_TTL_S: Final = 3600
 # Counters are stored in PostgreSQL bigint columns.
 MAX_BIGINT: Final = 2**63 - 1
 
+# A unit's queue id (contract 1.1) is drawn at random from 1 to this: 31 bits make two
+# queues of one vehicle collide once in two billion, and the id stays ten digits long.
+MAX_QUEUE_ID: Final = 2**31 - 1
+
 
 def _require_supported_version(version: int) -> int:
     if version != PROTOCOL_VERSION:
@@ -42,6 +46,9 @@ EpochMillis = Annotated[int, Field(gt=0, le=MAX_EPOCH_MILLIS)]
 
 Counter = Annotated[int, Field(ge=0, le=MAX_BIGINT)]
 """A non-negative integer that fits a bigint."""
+
+QueueId = Annotated[int, Field(ge=1, le=MAX_QUEUE_ID)]
+"""The id of a unit's fix queue: it names the counter a fix's `seq` comes from."""
 
 VehicleId = Annotated[str, Field(pattern=VEHICLE_ID_PATTERN)]
 """A vehicle id as it appears in topics and command claims."""

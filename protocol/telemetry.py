@@ -17,7 +17,14 @@ from pydantic_core import PydanticCustomError
 
 from protocol.decoding import validate_json
 from protocol.errors import BadJsonError
-from protocol.schema import PROTOCOL_VERSION, Counter, EpochMillis, ProtocolModel, ProtocolVersion
+from protocol.schema import (
+    PROTOCOL_VERSION,
+    Counter,
+    EpochMillis,
+    ProtocolModel,
+    ProtocolVersion,
+    QueueId,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,7 +55,15 @@ def _at_most_the_earth(accuracy_m: float) -> float:
 Accuracy = Annotated[float, Field(ge=0), AfterValidator(_at_most_the_earth)]
 
 # Optional fields left out of the encoded JSON when unset, to keep messages small.
-_OMITTED_WHEN_NONE: Final = ("fuel_pct", "battery_pct", "alarm", "accuracy_m", "queue_dropped")
+_OMITTED_WHEN_NONE: Final = (
+    "fuel_pct",
+    "battery_pct",
+    "alarm",
+    "accuracy_m",
+    "queue_dropped",
+    "queue_id",
+    "queue_floor",
+)
 
 
 class Telemetry(ProtocolModel):
@@ -71,6 +86,10 @@ class Telemetry(ProtocolModel):
     alarm: bool | None = None
     accuracy_m: Accuracy | None = None
     queue_dropped: Counter | None = None
+    # Contract 1.1, storage acknowledgement (docs/protocol.md section 6.2): the queue whose
+    # counter `seq` comes from, and the lowest seq the unit still holds.
+    queue_id: QueueId | None = None
+    queue_floor: Counter | None = None
 
     @property
     def has_position(self) -> bool:
@@ -90,6 +109,13 @@ class Telemetry(ProtocolModel):
                 "missing_energy_level",
                 "at least one of fuel_pct and battery_pct is required",
                 {"field": "fuel_pct|battery_pct"},
+            )
+        if self.queue_floor is not None and self.queue_floor > self.seq:
+            # The unit holds this very fix, so it cannot have let go of its seq.
+            raise PydanticCustomError(
+                "floor_above_seq",
+                "queue_floor must not exceed seq",
+                {"field": "queue_floor"},
             )
         return self
 

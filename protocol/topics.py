@@ -64,6 +64,8 @@ class TopicKind(StrEnum):
     STATUS = "status"
     COMMAND = "cmd"
     ACK = "cmd/ack"
+    # Hub to unit since contract 1.1: which fixes the hub has stored (`protocol.stored`).
+    STORED = "stored"
 
     @property
     def qos(self) -> int:
@@ -72,8 +74,12 @@ class TopicKind(StrEnum):
 
     @property
     def retain(self) -> bool:
-        """Whether publishes are retained: only status, so a new subscriber sees who is online."""
-        return self is TopicKind.STATUS
+        """Whether publishes are retained: status and stored.
+
+        A new subscriber then sees who is online, and a unit that reconnects learns at once
+        what the hub has stored.
+        """
+        return self is TopicKind.STATUS or self is TopicKind.STORED
 
 
 _KIND_BY_SUFFIX: Final = {kind.value: kind for kind in TopicKind}
@@ -119,7 +125,9 @@ class Topic:
         vehicle_id, _, suffix = topic[prefix_length + 1 :].partition("/")
         kind = _KIND_BY_SUFFIX.get(suffix)
         if kind is None:
-            raise TopicError(f"topic {_quote(topic)} is not a telemetry/status/cmd/ack topic")
+            raise TopicError(
+                f"topic {_quote(topic)} is not one of telemetry, status, cmd, cmd/ack, stored"
+            )
         return cls(vehicle_id, kind, root)
 
     @classmethod
@@ -141,6 +149,11 @@ class Topic:
     def ack(cls, vehicle_id: str, *, root: str = DEFAULT_ROOT) -> Topic:
         """The topic a vehicle acknowledges commands on."""
         return cls(vehicle_id, TopicKind.ACK, root)
+
+    @classmethod
+    def stored(cls, vehicle_id: str, *, root: str = DEFAULT_ROOT) -> Topic:
+        """The retained topic the hub tells a vehicle which of its fixes are stored on."""
+        return cls(vehicle_id, TopicKind.STORED, root)
 
 
 def _check_share_group(group: str) -> str:

@@ -1,8 +1,10 @@
 """A FixQueue wrapper that counts the fixes the broker really acknowledged.
 
-Each fix has its own queue id and its own `seq`, and an id leaves the queue once, when its
-PUBACK arrives; so the number of ids actually removed is the number of distinct
-(vehicle, seq) pairs the broker acknowledged, however often a fix was sent.
+Each fix has its own queue id and its own `seq`. At its first PUBACK a fix either leaves
+the queue (`remove`, broker acknowledgements) or is marked delivered while it waits for the
+hub's storage acknowledgement (`mark_delivered`, which says whether it was new); a fix
+marked delivered is never removed by `remove`. So counting both gives the number of
+distinct (vehicle, seq) pairs the broker acknowledged, however often a fix was sent.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class CountingQueue:
-    """Delegates to a FixQueue; `unique_acked` counts fixes removed after their PUBACK."""
+    """Delegates to a FixQueue; `unique_acked` counts fixes at their first PUBACK."""
 
     def __init__(self, inner: FixQueue) -> None:
         self.inner = inner
@@ -45,12 +47,31 @@ class CountingQueue:
         """See FixQueue."""
         return self.inner.last_id
 
+    @property
+    def queue_id(self) -> int:
+        """See FixQueue."""
+        return self.inner.queue_id
+
+    @property
+    def confirmed_next(self) -> int | None:
+        """See FixQueue."""
+        return self.inner.confirmed_next
+
+    @property
+    def delivered(self) -> int:
+        """See FixQueue."""
+        return self.inner.delivered
+
     def __len__(self) -> int:
         return len(self.inner)
 
     def put(self, seq: int, ts: int, payload: bytes) -> int:
         """See FixQueue."""
         return self.inner.put(seq, ts, payload)
+
+    def floor_after_put(self) -> int | None:
+        """See FixQueue."""
+        return self.inner.floor_after_put()
 
     def read(self, *, after: int = 0, limit: int) -> list[QueuedFix]:
         """See FixQueue."""
@@ -61,6 +82,20 @@ class CountingQueue:
         removed = self.inner.remove(ids)
         self.unique_acked += removed
         return removed
+
+    def mark_delivered(self, ids: Sequence[int]) -> int:
+        """See FixQueue; also counts the fixes delivered for the first time."""
+        new = self.inner.mark_delivered(ids)
+        self.unique_acked += new
+        return new
+
+    def remove_delivered(self) -> int:
+        """See FixQueue (counted when they were delivered)."""
+        return self.inner.remove_delivered()
+
+    def confirm(self, next_seq: int) -> int:
+        """See FixQueue (counted when they were delivered)."""
+        return self.inner.confirm(next_seq)
 
     def close(self) -> None:
         """See FixQueue."""

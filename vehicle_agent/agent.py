@@ -3,8 +3,9 @@
 The two loops meet only in the queue. The reporting loop samples the sensors, decides when
 to take a fix (`reporting.ReportingPolicy`) and puts it in the queue, connected or not. The
 connection loop is an explicit reconnect loop with capped, jittered backoff; each
-connection registers the last will, subscribes to the command topic, says `online`, then
-drains the queue (`sender.TelemetrySender`) and handles commands until the link fails.
+connection registers the last will, subscribes to the command and `stored` topics, says
+`online`, then drains the queue (`sender.TelemetrySender`), handles commands and takes the
+hub's storage acknowledgements in (`storage_acks.StorageAcks`) until the link fails.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import aiomqtt
 from pydantic import ValidationError
 
 from protocol.backoff import Backoff
+from protocol.errors import ProtocolError
 from protocol.signing import CommandVerifier
 from protocol.status import last_will_payload, online_payload
+from protocol.stored import decode_stored
 from protocol.telemetry import encode_telemetry
 from protocol.topics import Topic
 from vehicle_agent.backends.base import BackendError
@@ -34,6 +37,7 @@ from vehicle_agent.queue import MemoryFixQueue, SqliteFixQueue
 from vehicle_agent.reporting import ReportingPolicy, Sample, Trigger
 from vehicle_agent.safety import SafetyRules
 from vehicle_agent.sender import TelemetrySender
+from vehicle_agent.storage_acks import Mode, StorageAcks
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from vehicle_agent.backends.base import Actuator, PositionSource, StatusSource
     from vehicle_agent.config import AgentConfig
     from vehicle_agent.queue import FixQueue
+    from vehicle_agent.records import QueuedFix
 
 log = logging.getLogger(__name__)
 # paho's packet-level debug log, apart so that it can be silenced without the agent's own.
@@ -63,7 +68,9 @@ class AgentStats:
 
     connected: bool = False
     fixes_enqueued: int = 0
+    # Fixes the broker acknowledged (PUBACK), counting a fix sent again each time.
     fixes_acked: int = 0
+    # Queued fixes the broker has not acknowledged yet.
     queue_depth: int = 0
     queue_dropped: int = 0
     commands_executed: int = 0
@@ -73,16 +80,24 @@ class AgentStats:
     # Beyond the contract's fields: actions tried and failed, and repeats answered again.
     commands_failed: int = 0
     commands_repeated: int = 0
+    # Contract 1.1: fixes the hub confirmed stored, fixes the broker has that wait for
+    # that, whose acknowledgement lets a fix go (`hub` or `broker`), and how often a gap
+    # made the agent send its queue again.
+    fixes_confirmed: int = 0
+    awaiting_hub: int = 0
+    storage_acks: str = Mode.HUB.value
+    resends: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class _Topics:
-    """This vehicle's four topic strings."""
+    """This vehicle's five topic strings."""
 
     telemetry: str
     status: str
     command: str
     ack: str
+    stored: str
 
     @classmethod
     def of(cls, vehicle_id: str, root: str) -> _Topics:
@@ -92,6 +107,7 @@ class _Topics:
             Topic.status(vehicle_id, root=root).value,
             Topic.command(vehicle_id, root=root).value,
             Topic.ack(vehicle_id, root=root).value,
+            Topic.stored(vehicle_id, root=root).value,
         )
 
 
@@ -115,6 +131,16 @@ class Agent:
         self.config = config
         self.queue = queue
         self.stats = AgentStats(queue_depth=len(queue), queue_dropped=queue.dropped)
+        self._acks = StorageAcks(
+            policy=config.storage_acks,
+            queue_id=queue.queue_id,
+            timeout_s=config.hub_ack_timeout_s,
+            silence_s=config.hub_silence_timeout_s,
+            window=config.unconfirmed_window,
+            resend_after_s=config.resend_after_s,
+        )
+        self.stats.storage_acks = self._acks.mode.value
+        self._acks_changed = asyncio.Event()
         self._position = position
         self._status = status
         self._clock = clock
@@ -206,8 +232,22 @@ class Agent:
     def _take_fix(self, sample: Sample, trigger: Trigger) -> None:
         queue = self.queue
         seq, ts = next_stamp(queue.last_seq, queue.last_ts, int(self._clock() * 1000))
+        queue_id = queue_floor = None
+        if self._acks.announces:
+            queue_id = queue.queue_id
+            floor = queue.floor_after_put()
+            queue_floor = self._acks.floor_to_announce(
+                seq if floor is None else floor, queue.confirmed_next
+            )
         try:
-            fix = build_fix(sample, seq=seq, ts=ts, queue_dropped=queue.dropped)
+            fix = build_fix(
+                sample,
+                seq=seq,
+                ts=ts,
+                queue_dropped=queue.dropped,
+                queue_id=queue_id,
+                queue_floor=queue_floor,
+            )
         except ValidationError as exc:  # e.g. neither fuel nor battery level readable
             log.warning("no fix taken: sensors gave values outside the contract: %s", exc)
             return
@@ -216,14 +256,89 @@ class Agent:
             log.warning("queue full: %d oldest fixes dropped so far", queue.dropped)
         log.debug("fix seq=%d ts=%d (%s)", seq, ts, trigger)
         self.stats.fixes_enqueued += 1
-        self.stats.queue_depth = len(queue)
         self.stats.queue_dropped = queue.dropped
+        self._count_queue()
         if self._sender is not None:
             self._sender.notify()
 
-    def _fixes_acked(self, count: int) -> None:
-        self.stats.fixes_acked += count
-        self.stats.queue_depth = len(self.queue)
+    def _count_queue(self) -> None:
+        delivered = self.queue.delivered
+        self.stats.queue_depth = len(self.queue) - delivered
+        self.stats.awaiting_hub = delivered
+        self.stats.storage_acks = self._acks.mode.value
+
+    # --- acknowledgements ----------------------------------------------------------------
+
+    def _delivered(self, fixes: list[QueuedFix]) -> None:
+        """The broker acknowledged a message: its fixes leave now, or wait for the hub."""
+        self.stats.fixes_acked += len(fixes)
+        seqs = [fix.seq for fix in fixes]
+        waiting = self._acks.fallback_at() is not None
+        ids = [fix.id for fix in fixes]
+        now, confirmed_next = self._monotonic(), self.queue.confirmed_next
+        if self._acks.delivered(min(seqs), max(seqs), now, confirmed_next=confirmed_next):
+            self.queue.remove(ids)
+        else:
+            self.queue.mark_delivered(ids)
+            if not waiting and self._acks.fallback_at() is not None:
+                self._acks_changed.set()  # the fallback clock started
+        self._count_queue()
+
+    def _take_stored(self, payload: bytes) -> None:
+        """The hub said which fixes it has stored."""
+        try:
+            stored = decode_stored(payload)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed storage acknowledgement: %s", exc.message)
+            return
+        queue = self.queue
+        was = self._acks.mode
+        verdict = self._acks.stored(
+            stored,
+            last_seq=queue.last_seq,
+            confirmed_next=queue.confirmed_next,
+            now=self._monotonic(),
+        )
+        if was is not self._acks.mode:
+            log.info("the hub acknowledges storage: fixes now leave the queue when it says so")
+        if verdict.ignored is not None:
+            log.debug(
+                "storage acknowledgement for queue %d ignored: %s", stored.queue_id, verdict.ignored
+            )
+        if verdict.confirm is not None:
+            self.stats.fixes_confirmed += queue.confirm(verdict.confirm)
+        if verdict.resend:
+            log.warning(
+                "the hub still lacks seq %d, sent long ago: sending the queue again",
+                stored.next_seq,
+            )
+            self.stats.resends += 1
+            if self._sender is not None:
+                self._sender.rewind()
+        self._count_queue()
+        self._acks_changed.set()
+        if self._sender is not None:
+            self._sender.notify()
+
+    def _fall_back_to_broker_acks(self, why: str) -> None:
+        removed = self.queue.remove_delivered()
+        log.warning(
+            "%s: fixes now leave the queue at the broker's acknowledgement (%d went)", why, removed
+        )
+        self._count_queue()
+        if self._sender is not None:
+            self._sender.notify()
+
+    async def _watch_storage_acks(self) -> None:
+        """Fall back to broker acknowledgements when the hub stays silent (policy `auto`)."""
+        while True:
+            self._acks_changed.clear()
+            due = self._acks.fallback_at()
+            wait = None if due is None else max(0.0, due - self._monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acks_changed.wait(), wait)
+            if self._acks.check(self._monotonic()):
+                self._fall_back_to_broker_acks("no storage acknowledgement from the hub")
 
     # --- connection --------------------------------------------------------------------
 
@@ -297,13 +412,20 @@ class Agent:
                 self.stats.connected = False
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        granted = await client.subscribe(self._topics.command, qos=1)
-        if any(_refused(code) for code in granted):
+        self._acks.connected(self._monotonic())
+        topics = [(self._topics.command, 1)]
+        if self._acks.announces:
+            topics.append((self._topics.stored, 1))
+        granted = await client.subscribe(topics)
+        if _refused(granted[0]):
             # Telemetry still flows; the broker's ACL for this vehicle needs fixing.
             log.error(
                 "the broker refused the subscription to %s: no command will arrive",
                 self._topics.command,
             )
+        if len(granted) > 1 and _refused(granted[1]) and self._acks.subscription_refused():
+            # A broker set up before contract 1.1: its ACL lets no storage ack through.
+            self._fall_back_to_broker_acks(f"the broker refused {self._topics.stored}")
         await client.publish(
             self._topics.status, online_payload(self._now_ms()), qos=1, retain=True
         )
@@ -319,12 +441,14 @@ class Agent:
             batch_size=self.config.backlog_batch_size,
             rate=self.config.backlog_rate,
             timeout=self.config.publish_timeout_s,
-            on_acked=self._fixes_acked,
+            on_delivered=self._delivered,
+            may_send=self._acks.window_open,
         )
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._sender.run(), name="sender")
-            tasks.create_task(self._receive(client), name="commands")
+            tasks.create_task(self._receive(client), name="receive")
             tasks.create_task(self._watch_network(client), name="network")
+            tasks.create_task(self._watch_storage_acks(), name="storage-acks")
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """Publish the retained offline status: a clean disconnect discards the last will."""
@@ -340,13 +464,17 @@ class Agent:
             log.warning("could not publish the offline status: %s", exc)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
-        command_topic = self._topics.command
+        command_topic, stored_topic = self._topics.command, self._topics.stored
         async for message in client.messages:
-            if message.topic.value != command_topic or not isinstance(
+            topic = message.topic.value
+            if topic not in {command_topic, stored_topic} or not isinstance(
                 message.payload, bytes | bytearray
             ):
                 # amqtt delivers retained messages of other topics now and then.
-                log.info("ignoring a message on %s", message.topic.value)
+                log.info("ignoring a message on %s", topic)
+                continue
+            if topic == stored_topic:
+                self._take_stored(bytes(message.payload))
                 continue
             reply = await self._commands.handle(bytes(message.payload))
             if reply is not None:
@@ -385,6 +513,11 @@ class Agent:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    @staticmethod
+    def _monotonic() -> float:
+        # The storage-ack timers measure intervals: a clock step must not fire them.
+        return time.monotonic()
 
 
 def _refused(code: int | ReasonCode) -> bool:

@@ -101,6 +101,28 @@ class AgentConfig(BaseSettings):
     # A PUBACK missing after this long means the link is dead even if TCP has not noticed.
     publish_timeout_s: Seconds = 10.0
 
+    # --- storage acknowledgement (contract 1.1, vehicle_agent/storage_acks.py) -----------
+    # `hub`: a fix leaves the queue once the hub says it is stored, so a broker crash loses
+    # nothing. `broker`: at the broker's PUBACK (contract 1.0, for hubs that predate it).
+    # `auto`: hub, falling back to broker when the hub never answers.
+    storage_acks: Literal["auto", "hub", "broker"] = "auto"
+    # A hub of contract 1.1 answers a new queue within a batch (about a second), and a
+    # known one at once with its retained `stored` message: two minutes of silence from the
+    # start mean the hub predates storage acknowledgements (`auto` then falls back; the
+    # hub's first word brings it back).
+    hub_ack_timeout_s: Seconds = 120.0
+    # Once heard, a silent hub is an outage: wait half an hour (holding at most the window
+    # below; the queue keeps the rest) before assuming the hubs were rolled back.
+    hub_silence_timeout_s: Seconds = 1800.0
+    # Telemetry messages the broker has and the hub has not yet confirmed. The hub confirms
+    # at least every 16 of a car's messages; four times that leaves room for its batching
+    # and for several hubs sharing the load.
+    unconfirmed_window: int = Field(default=64, ge=1, le=10_000)
+    # A hub stores a fix within about a second of receiving it. One the broker took this
+    # long ago that the hub still names as the next it waits for was lost on the way: send
+    # everything queued again.
+    resend_after_s: Seconds = 120.0
+
     # --- reconnecting --------------------------------------------------------------------
     # Capped exponential backoff with jitter, so a fleet does not reconnect in lockstep.
     backoff_initial_s: Seconds = 1.0
@@ -169,6 +191,8 @@ class AgentConfig(BaseSettings):
     def _consistent(self) -> Self:
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must not be below backoff_initial_s")
+        if self.hub_silence_timeout_s < self.hub_ack_timeout_s:
+            raise ValueError("hub_silence_timeout_s must not be below hub_ack_timeout_s")
         if self.moving_interval_s > self.parked_interval_s:
             raise ValueError("moving_interval_s must not exceed parked_interval_s")
         # The contract needs fuel or battery level in every fix; the simulated car has one.

@@ -40,11 +40,20 @@ def _usable(position: Position | None) -> Position | None:
     return position
 
 
-def build_fix(sample: Sample, *, seq: int, ts: int, queue_dropped: int) -> Telemetry:
+def build_fix(  # noqa: PLR0913 - keyword-only: the queue's numbers that go into a fix
+    sample: Sample,
+    *,
+    seq: int,
+    ts: int,
+    queue_dropped: int,
+    queue_id: int | None = None,
+    queue_floor: int | None = None,
+) -> Telemetry:
     """The fix describing `sample`; a sample without a usable position gives a status-only fix.
 
     Sensor values outside the contract's ranges (a glitching bus, a GPS heading of 360.0)
-    are clamped rather than allowed to stop the reporting of a car.
+    are clamped rather than allowed to stop the reporting of a car. `queue_id` and
+    `queue_floor` are contract 1.1's storage acknowledgement fields (None leaves them out).
     """
     position = _usable(sample.position)
     status: VehicleStatus = sample.status
@@ -67,4 +76,6 @@ def build_fix(sample: Sample, *, seq: int, ts: int, queue_dropped: int) -> Telem
         alarm=status.alarm,
         accuracy_m=_finite(position.accuracy_m, 0.0, math.inf) if position else None,
         queue_dropped=queue_dropped or None,
+        queue_id=queue_id,
+        queue_floor=queue_floor,
     )

@@ -1,17 +1,23 @@
-"""Store and forward: every fix waits here from the moment it is taken until the broker acks it.
+"""Store and forward: every fix waits here from the moment it is taken until it is acknowledged.
 
-A queue also remembers the counters that must survive a restart (the last `seq` and `ts`
-handed out, the number of fixes dropped) and, through `commands`, the commands already
-handled. Two implementations: `SqliteFixQueue` for a real unit (one file, survives `kill -9`)
-and `MemoryFixQueue` for the simulator, whose thousands of cars need no disk.
+Acknowledged means stored by the hub (its `stored` message covers the fix's seq, contract
+1.1) or, with a hub that predates that, received by the broker (PUBACK); see
+`vehicle_agent.storage_acks`. A queue also remembers the counters that must survive a
+restart (the last `seq` and `ts` handed out, the number of fixes dropped, the queue's id and
+the hub's last word on it) and, through `commands`, the commands already handled. Two
+implementations: `SqliteFixQueue` for a real unit (one file, survives `kill -9`) and
+`MemoryFixQueue` for the simulator, whose thousands of cars need no disk.
 
 Fixes get ids that only ever grow (never reused, even once the queue is empty), so a sender
-can keep a cursor ("everything after id N") instead of a set of what it has in flight.
+can keep a cursor ("everything after id N") instead of a set of what it has in flight. A
+queue's seqs grow with its ids (`fixes.next_stamp`), so "every seq below N" is also "every id
+below the first fix with a seq of N or more".
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -84,17 +90,41 @@ class FixQueue(Protocol):
     def last_id(self) -> int:
         """The id of the most recent fix put (0 if none ever was)."""
 
+    @property
+    def queue_id(self) -> int:
+        """This queue's random id (1 to 2^31-1): it names the counter its seqs come from."""
+
+    @property
+    def confirmed_next(self) -> int | None:
+        """The highest `next_seq` the hub confirmed for this queue; None if it never did."""
+
+    @property
+    def delivered(self) -> int:
+        """How many waiting fixes the broker has acknowledged (in this process)."""
+
     def __len__(self) -> int:
         """The number of fixes waiting."""
 
     def put(self, seq: int, ts: int, payload: bytes) -> int:
         """Append a fix, dropping the oldest if full; return how many were dropped."""
 
+    def floor_after_put(self) -> int | None:
+        """The lowest seq held once one more fix is put; None if only that fix will be."""
+
     def read(self, *, after: int = 0, limit: int) -> list[QueuedFix]:
         """Up to `limit` waiting fixes with an id above `after`, oldest first."""
 
     def remove(self, ids: Sequence[int]) -> int:
         """Remove acknowledged fixes (ids already gone are ignored); return how many."""
+
+    def mark_delivered(self, ids: Sequence[int]) -> int:
+        """Note that the broker acknowledged these fixes; return how many were new to that."""
+
+    def remove_delivered(self) -> int:
+        """Remove every fix the broker has acknowledged; return how many."""
+
+    def confirm(self, next_seq: int) -> int:
+        """Remove every fix with a seq below `next_seq` (the hub has them); return how many."""
 
     def close(self) -> None:
         """Release the storage."""
@@ -155,6 +185,7 @@ class MemoryFixQueue(QueueCounters):
         while len(self._fixes) >= self.max_fixes:
             oldest = next(iter(self._fixes))  # dicts keep insertion order: ids ascend
             del self._fixes[oldest]
+            self._delivered.discard(oldest)
             dropped += 1
         self._last_id += 1
         self._fixes[self._last_id] = QueuedFix(self._last_id, seq, payload)
@@ -163,6 +194,14 @@ class MemoryFixQueue(QueueCounters):
         self._dropped += dropped
         self._compact()
         return dropped
+
+    def floor_after_put(self) -> int | None:
+        """See FixQueue."""
+        # A full queue drops its oldest to make room: the floor is the first one kept.
+        skip = max(0, len(self._fixes) + 1 - self.max_fixes)
+        kept = itertools.islice(self._fixes.values(), skip, None)
+        first = next(kept, None)
+        return None if first is None else first.seq
 
     def read(self, *, after: int = 0, limit: int) -> list[QueuedFix]:
         """See FixQueue."""
@@ -178,6 +217,34 @@ class MemoryFixQueue(QueueCounters):
     def remove(self, ids: Sequence[int]) -> int:
         """See FixQueue."""
         removed = sum(1 for fix_id in ids if self._fixes.pop(fix_id, None) is not None)
+        self._delivered.difference_update(ids)
+        self._compact()
+        return removed
+
+    def mark_delivered(self, ids: Sequence[int]) -> int:
+        """See FixQueue."""
+        new = {fix_id for fix_id in ids if fix_id in self._fixes} - self._delivered
+        self._delivered |= new
+        return len(new)
+
+    def remove_delivered(self) -> int:
+        """See FixQueue."""
+        return self.remove(sorted(self._delivered))
+
+    def confirm(self, next_seq: int) -> int:
+        """See FixQueue."""
+        removed = 0
+        for fix_id in self._ids:  # ascending, and so are the seqs
+            fix = self._fixes.get(fix_id)
+            if fix is None:
+                continue
+            if fix.seq >= next_seq:
+                break
+            del self._fixes[fix_id]
+            self._delivered.discard(fix_id)
+            removed += 1
+        if self._confirmed_next is None or next_seq > self._confirmed_next:
+            self._confirmed_next = next_seq
         self._compact()
         return removed
 

@@ -1,9 +1,12 @@
-"""What the queues store: fixes waiting for their PUBACK, commands handled, and counters."""
+"""What the queues store: fixes waiting to be acknowledged, commands handled, and counters."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from protocol.schema import MAX_QUEUE_ID
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -11,7 +14,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class QueuedFix:
-    """One fix waiting to be acknowledged: its queue id, its `seq` and its encoded JSON."""
+    """One fix waiting to be acknowledged: its id in the queue, its `seq` and its encoded JSON."""
 
     id: int
     seq: int
@@ -29,6 +32,11 @@ class HandledCommand:
     ack_sent: bool = False
 
 
+def new_queue_id() -> int:
+    """A random id for a new queue, so the hub can tell its `seq` counter from a lost one's."""
+    return secrets.randbelow(MAX_QUEUE_ID) + 1
+
+
 class QueueCounters:
     """The bound and the counters every fix queue keeps, exposed read-only (see FixQueue).
 
@@ -44,6 +52,26 @@ class QueueCounters:
         self._last_seq: int | None = None
         self._last_ts: int | None = None
         self._dropped = 0
+        self._queue_id = new_queue_id()
+        self._confirmed_next: int | None = None
+        # Ids of queued fixes the broker has acknowledged, for this process only: after a
+        # restart every queued fix is sent again anyway.
+        self._delivered: set[int] = set()
+
+    @property
+    def queue_id(self) -> int:
+        """See FixQueue."""
+        return self._queue_id
+
+    @property
+    def confirmed_next(self) -> int | None:
+        """See FixQueue."""
+        return self._confirmed_next
+
+    @property
+    def delivered(self) -> int:
+        """See FixQueue."""
+        return len(self._delivered)
 
     @property
     def last_seq(self) -> int | None:

@@ -1,15 +1,18 @@
-"""Send queued fixes over one MQTT connection, removing each only once the broker acked it.
+"""Send queued fixes over one MQTT connection, and report each message the broker acked.
 
 At the start of a connection, everything already in the queue is the *backlog*; what is
 queued afterwards is *live*. Live fixes go first, one message each, as soon as they are
 queued. The backlog follows, oldest first, as JSON arrays of up to `batch_size` fixes, at
 most `rate` messages a second, so a fleet coming back from an outage does not bury the hub.
 At most `window` messages are unacknowledged at once: a publisher that outruns its broker's
-PUBACKs piles up an unbounded outgoing queue and collapses.
+PUBACKs piles up an unbounded outgoing queue and collapses. `may_send` can hold messages
+back further (the storage acknowledgement's window of messages the hub has not confirmed).
 
-A failed or timed-out publish ends the connection (the exception propagates); the fixes stay
-queued and become backlog of the next connection. A fix can therefore arrive twice, never
-zero times: the hub stores one fix per (vehicle, ts).
+The sender never removes fixes: `on_delivered` decides, at each PUBACK, whether they leave
+now or wait for the hub (`vehicle_agent.storage_acks`). A failed or timed-out publish ends
+the connection (the exception propagates); the fixes stay queued and become backlog of the
+next connection. `rewind` makes everything still queued backlog again without reconnecting.
+A fix can therefore arrive twice, never zero times: the hub stores one fix per (vehicle, ts).
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class TelemetrySender:
         batch_size: int,
         rate: float,
         timeout: float,
-        on_acked: Callable[[int], None],
+        on_delivered: Callable[[list[QueuedFix]], None],
+        may_send: Callable[[int], bool] | None = None,
     ) -> None:
         self._queue = queue
         self._publish = publish
@@ -65,8 +69,10 @@ class TelemetrySender:
         self._batch_size = batch_size
         self._interval = 1.0 / rate
         self._timeout = timeout
-        self._on_acked = on_acked
+        self._on_delivered = on_delivered
+        self._may_send = may_send
         self._window = asyncio.Semaphore(window)
+        self._in_flight = 0
         self._wake = asyncio.Event()
         # Everything up to this id was queued before the connection: the backlog.
         self._boundary = queue.last_id
@@ -75,12 +81,25 @@ class TelemetrySender:
         self._next_backlog_at = 0.0
 
     @property
+    def in_flight(self) -> int:
+        """Messages published and still waiting for their PUBACK."""
+        return self._in_flight
+
+    @property
     def backlog_done(self) -> bool:
         """Whether every backlog fix has been handed to a publish (not necessarily acked)."""
         return self._backlog_cursor >= self._boundary
 
     def notify(self) -> None:
-        """A fix was queued: send it now if the window allows."""
+        """A fix was queued, or a window opened: send what may go now."""
+        self._wake.set()
+
+    def rewind(self) -> None:
+        """Send everything still queued again, oldest first, as the backlog of a new connection."""
+        self._boundary = self._queue.last_id
+        self._backlog_cursor = 0
+        self._live_cursor = self._boundary
+        self._next_backlog_at = 0.0
         self._wake.set()
 
     async def run(self) -> NoReturn:
@@ -90,8 +109,14 @@ class TelemetrySender:
             while True:
                 await self._window.acquire()
                 self._wake.clear()
+                if self._may_send is not None and not self._may_send(self._in_flight):
+                    # Held back until the hub confirms something (`notify` wakes us).
+                    self._window.release()
+                    await self._wake.wait()
+                    continue
                 fixes, as_array = self._next_message(loop.time())
                 if fixes:
+                    self._in_flight += 1
                     publishes.create_task(self._send(fixes, as_array=as_array))
                     continue
                 self._window.release()
@@ -123,7 +148,7 @@ class TelemetrySender:
         try:
             payload = batch_payload(fixes) if as_array else fixes[0].payload
             await self._publish(self._topic, payload, qos=1, timeout=self._timeout)
-            self._queue.remove([fix.id for fix in fixes])
-            self._on_acked(len(fixes))
+            self._on_delivered(fixes)
         finally:
+            self._in_flight -= 1
             self._window.release()

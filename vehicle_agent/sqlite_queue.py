@@ -121,6 +121,14 @@ class SqliteFixQueue(QueueCounters):
         self._last_seq = counters.get("last_seq")
         self._last_ts = counters.get("last_ts")
         self._dropped = counters.get("dropped", 0)
+        self._confirmed_next = counters.get("confirmed_next")
+        if "queue_id" in counters:
+            self._queue_id = counters["queue_id"]
+        else:
+            # A new file, or one written before queues had ids: its counter goes on under
+            # the id drawn now, which the hub learns as a new queue.
+            with self._db:
+                self._db.execute(_SET_COUNTER, ("queue_id", self._queue_id))
         self._count: int = self._db.execute("SELECT count(*) FROM fixes").fetchone()[0]
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'fixes'").fetchone()
         self._last_id = row[0] if row else 0
@@ -150,7 +158,18 @@ class SqliteFixQueue(QueueCounters):
         self._dropped += dropped
         self._last_seq, self._last_ts = seq, ts
         self._last_id = cursor.lastrowid or self._last_id
+        if dropped and self._delivered:
+            self._forget_delivered_below(self._first_id())
         return dropped
+
+    def floor_after_put(self) -> int | None:
+        """See FixQueue."""
+        # A full queue drops its oldest to make room: the floor is the first one kept.
+        skip = max(0, self._count + 1 - self.max_fixes)
+        row = self._db.execute(
+            "SELECT seq FROM fixes ORDER BY id LIMIT 1 OFFSET ?", (skip,)
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def read(self, *, after: int = 0, limit: int) -> list[QueuedFix]:
         """See FixQueue."""
@@ -166,7 +185,48 @@ class SqliteFixQueue(QueueCounters):
             for fix_id in ids:
                 removed += self._db.execute("DELETE FROM fixes WHERE id = ?", (fix_id,)).rowcount
         self._count -= removed
+        self._delivered.difference_update(ids)
         return removed
+
+    def mark_delivered(self, ids: Sequence[int]) -> int:
+        """See FixQueue."""
+        if not ids:
+            return 0
+        # Only fixes still queued: one may have been dropped or confirmed while in flight.
+        rows = self._db.execute(
+            "SELECT id FROM fixes WHERE id BETWEEN ? AND ?", (min(ids), max(ids))
+        ).fetchall()
+        new = {row[0] for row in rows}.intersection(ids) - self._delivered
+        self._delivered |= new
+        return len(new)
+
+    def remove_delivered(self) -> int:
+        """See FixQueue."""
+        return self.remove(sorted(self._delivered))
+
+    def confirm(self, next_seq: int) -> int:
+        """See FixQueue."""
+        with self._db:
+            # Seqs grow with ids: the first fix the hub still lacks bounds what goes. No
+            # index on seq (one more write per fix on an SD card); this scan stops there.
+            row = self._db.execute(
+                "SELECT id FROM fixes WHERE seq >= ? ORDER BY id LIMIT 1", (next_seq,)
+            ).fetchone()
+            boundary = self._last_id + 1 if row is None else row[0]
+            removed = self._db.execute("DELETE FROM fixes WHERE id < ?", (boundary,)).rowcount
+            confirmed = max(next_seq, -1 if self._confirmed_next is None else self._confirmed_next)
+            self._db.execute(_SET_COUNTER, ("confirmed_next", confirmed))
+        self._count -= removed
+        self._confirmed_next = confirmed
+        self._forget_delivered_below(boundary)
+        return removed
+
+    def _first_id(self) -> int:
+        row = self._db.execute("SELECT min(id) FROM fixes").fetchone()
+        return self._last_id + 1 if row is None or row[0] is None else int(row[0])
+
+    def _forget_delivered_below(self, first_id: int) -> None:
+        self._delivered = {fix_id for fix_id in self._delivered if fix_id >= first_id}
 
     def close(self) -> None:
         """Close the file; a later SqliteFixQueue on the same path continues where this stopped."""

@@ -8,8 +8,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from protocol.acks import Ack, AckStatus
-from protocol.schema import MAX_EPOCH_MILLIS
+from protocol.schema import MAX_EPOCH_MILLIS, MAX_QUEUE_ID
 from protocol.status import Status
+from protocol.stored import Stored
 from protocol.telemetry import MAX_ACCURACY_M, Telemetry
 from protocol.topics import VEHICLE_ID_PATTERN
 
@@ -19,6 +20,7 @@ no_deadline = settings(deadline=None)
 vehicle_ids = st.from_regex(VEHICLE_ID_PATTERN, fullmatch=True)
 epoch_ms = st.integers(min_value=1, max_value=MAX_EPOCH_MILLIS)
 counters = st.integers(min_value=0, max_value=2**63 - 1)
+queue_ids = st.integers(min_value=1, max_value=MAX_QUEUE_ID)
 
 
 def finite(low: float | None = None, high: float | None = None) -> st.SearchStrategy[float]:
@@ -67,6 +69,10 @@ def fix_dicts(draw: st.DrawFn, *, with_extras: bool = True) -> dict[str, Any]:
     for name, strategy in optional.items():
         if draw(st.booleans()):
             data[name] = draw(strategy)
+    if draw(st.booleans()):  # a unit of contract 1.1 announces its queue
+        data["queue_id"] = draw(queue_ids)
+        if draw(st.booleans()):
+            data["queue_floor"] = draw(st.integers(min_value=0, max_value=data["seq"]))
     if with_extras:
         data.update(draw(st.dictionaries(extra_keys, json_values, max_size=3)))
     return data
@@ -75,6 +81,8 @@ def fix_dicts(draw: st.DrawFn, *, with_extras: bool = True) -> dict[str, Any]:
 fixes = fix_dicts().map(Telemetry.model_validate)
 
 statuses = st.builds(Status, online=st.booleans(), ts=epoch_ms)
+
+stored_acks = st.builds(Stored, queue_id=queue_ids, next_seq=counters, ts=epoch_ms)
 
 acks = st.builds(
     Ack,

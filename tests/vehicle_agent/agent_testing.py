@@ -103,9 +103,9 @@ class Subscriber:
                 pass
         return self
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK."""
-        info = self.client.publish(topic, payload, qos=1)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         info.wait_for_publish(timeout=WAIT)
         assert info.is_published()
 
@@ -157,7 +157,8 @@ def make_agent(
 ) -> tuple[Agent, SimCar]:
     """An agent on a simulated car (a parked one unless given)."""
     car = car or parked_car()
-    fix_queue = fix_queue or MemoryFixQueue(config.queue_max_fixes)
+    if fix_queue is None:  # not `or`: an empty queue is falsy
+        fix_queue = MemoryFixQueue(config.queue_max_fixes)
     agent = Agent(config, position=car, status=car, actuator=car, queue=fix_queue)
     return agent, car
 

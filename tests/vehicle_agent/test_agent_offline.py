@@ -38,6 +38,9 @@ def test_an_offline_burst_is_backfilled_in_batches_with_drops_reported(
         parked_interval_s=0.02,
         moving_interval_s=0.02,
         sample_interval_s=0.01,
+        # No hub here to confirm storage: fixes leave at the broker's PUBACK (contract 1.0).
+        # With a hub, see test_agent_storage_acks.py.
+        storage_acks="broker",
     )
     agent, _ = make_agent(config)
 

@@ -19,6 +19,8 @@ from vehicle_agent.sender import TelemetrySender
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from vehicle_agent.records import QueuedFix
+
 TOPIC = "fleet/car-1/telemetry"
 
 
@@ -84,6 +86,11 @@ def run_with_sender(
     acked: list[int] = []
     settings = {"window": 4, "batch_size": 10, "rate": 1000.0, **knobs}
 
+    def delivered(fixes: list[QueuedFix]) -> None:
+        # What broker acknowledgements do: the fixes leave at their PUBACK.
+        queue.remove([fix.id for fix in fixes])
+        acked.append(len(fixes))
+
     async def main() -> None:
         sender = TelemetrySender(
             queue,
@@ -93,7 +100,7 @@ def run_with_sender(
             batch_size=int(settings["batch_size"]),
             rate=settings["rate"],
             timeout=1.0,
-            on_acked=acked.append,
+            on_delivered=delivered,
         )
         task = asyncio.create_task(sender.run())
         try:

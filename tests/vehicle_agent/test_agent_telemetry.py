@@ -1,4 +1,4 @@
-"""Done-when 1: what a plain subscriber sees follows protocol v1 field for field (both brokers)."""
+"""Done-when 1: what a plain subscriber sees follows the contract field for field (both brokers)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,8 @@ def test_fixes_and_status_follow_the_contract(
         "doors_open": False,
         "engine_on": False,
         "alarm": False,
+        # Contract 1.1: the queue the seqs come from, for the hub's storage acks.
+        "queue_id": agent.queue.queue_id,
     }
     driven = distance_km(LAT, LON, LAT + 0.001, LON)
     assert fixes[1] == {
@@ -92,6 +94,7 @@ def test_fixes_and_status_follow_the_contract(
         "engine_on": True,
         "alarm": False,
         "accuracy_m": 4.2,
+        "queue_id": agent.queue.queue_id,
     }
     assert fixes[2] == {
         "v": 1,
@@ -107,6 +110,7 @@ def test_fixes_and_status_follow_the_contract(
         "doors_open": True,
         "engine_on": False,
         "alarm": True,
+        "queue_id": agent.queue.queue_id,
     }
     # The reference decoder accepts every message as sent.
     assert [fix.seq for payload in payloads for fix in decode_telemetry(payload)] == [0, 1, 2]
