@@ -42,6 +42,9 @@ def test_a_car_publishes_and_reads_only_its_own_topics_literally() -> None:
         ("subscribeLiteral", "fleet/car-1/cmd"),
         ("unsubscribeLiteral", "fleet/car-1/cmd"),
         ("publishClientReceive", "fleet/car-1/cmd"),
+        ("subscribeLiteral", "fleet/car-1/stored"),
+        ("unsubscribeLiteral", "fleet/car-1/stored"),
+        ("publishClientReceive", "fleet/car-1/stored"),
     }
     assert all(acl.allow for acl in role.acls)
 
@@ -58,19 +61,20 @@ def test_the_hub_reads_every_car_and_sends_what_cars_read() -> None:
         ("subscribePattern", "$share/+/fleet/+/cmd/ack"),
         ("publishClientReceive", "fleet/+/cmd/ack"),
         ("publishClientSend", "fleet/+/cmd"),
+        ("publishClientSend", "fleet/+/stored"),
     }
 
 
 def test_one_more_hub_to_car_topic_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     extended = TopicPolicy(
         vehicle_publishes=topic_policy().vehicle_publishes,
-        vehicle_reads=(*topic_policy().vehicle_reads, "stored"),
+        vehicle_reads=(*topic_policy().vehicle_reads, "lights"),
     )
     monkeypatch.setattr(provisioning, "topic_policy", lambda: extended)
     car, hub = _pairs(vehicle_role("car-1", "fleet")), _pairs(hub_role("fleet"))
-    assert ("subscribeLiteral", "fleet/car-1/stored") in car
-    assert ("publishClientReceive", "fleet/car-1/stored") in car
-    assert ("publishClientSend", "fleet/+/stored") in hub
+    assert ("subscribeLiteral", "fleet/car-1/lights") in car
+    assert ("publishClientReceive", "fleet/car-1/lights") in car
+    assert ("publishClientSend", "fleet/+/lights") in hub
 
 
 @pytest.mark.parametrize("root", ["fleet/+", "#", "$SYS", ""])
