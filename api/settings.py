@@ -100,6 +100,11 @@ class ApiSettings(FleetSettings, FileStoreSettings):
     """FREECAR_API_ADMIN_NETWORKS: if set, /v1/admin answers only these networks (CIDR list)."""
     api_docs: bool = True
     """FREECAR_API_DOCS: serve /docs, /redoc and /openapi.json."""
+    # Development mode signs anyone in (dev login) and may sign tokens with a throwaway key:
+    # `freecar api` binds it to a network address only when told so, and dev login answers
+    # only loopback clients even then.
+    api_allow_development_on_network: bool = False
+    """FREECAR_API_ALLOW_DEVELOPMENT_ON_NETWORK: let development mode bind a non-loopback host."""
 
     api_rate_limits: bool = True
     """FREECAR_API_RATE_LIMITS: enforce the budgets below (off only for load tests)."""
