@@ -209,6 +209,42 @@ async def test_admins_find_users_by_text_role_and_status(api: Api) -> None:
     assert wildcard["total"] == 0  # LIKE's wildcards are matched literally
 
 
+async def test_every_admin_view_counts_live_sessions(api: Api) -> None:
+    admin = await api.dev_login(role="admin")
+    tag = secrets.token_hex(4)
+    two = [await api.dev_login(f"count-{tag}-a") for _ in range(2)]
+    one = await api.dev_login(f"count-{tag}-b")
+    await api.post("/v1/auth/logout", two[1])  # an ended session does not count
+    await api.dev_login(f"count-{tag}-b")
+    listed = (await api.get("/v1/admin/users", admin, params={"q": f"count-{tag}"})).json()
+    counts = {user["id"]: user["live_sessions"] for user in listed["items"]}
+    assert counts == {two[0].user_id: 1, one.user_id: 2}
+    for user_id, expected in counts.items():
+        detail = (await api.get(f"/v1/admin/users/{user_id}", admin)).json()
+        assert detail["live_sessions"] == expected
+    # Suspending ends them all; reactivating brings none back; a new sign-in counts again.
+    suspended = await api.post(
+        f"/v1/admin/users/{one.user_id}/suspend", admin, json={"reason": "x"}
+    )
+    assert suspended.json()["live_sessions"] == 0
+    back = await api.post(f"/v1/admin/users/{one.user_id}/reactivate", admin)
+    assert back.json()["live_sessions"] == 0
+    await api.dev_login(f"count-{tag}-b")
+    again = (await api.get("/v1/admin/users", admin, params={"q": f"count-{tag}-b"})).json()
+    assert [user["live_sessions"] for user in again["items"]] == [1]
+    staff = await api.post(
+        "/v1/admin/users",
+        admin,
+        json={
+            "email": unique_email(),
+            "password": "a passphrase for ops",
+            "role": "admin",
+            "display_name": "Count",
+        },
+    )
+    assert staff.json()["live_sessions"] == 0
+
+
 async def test_suspension_kills_sessions_at_once_and_blocks_sign_in(api: Api) -> None:
     admin = await api.dev_login(role="admin")
     name = f"s{secrets.token_hex(4)}"
