@@ -11,6 +11,9 @@ from api.identity import Role, UserStatus
 from api.schemas import Email, LongText, Phone, ShortText
 
 ProfileField = Literal["display_name", "phone", "email", "emergency_contact", "address"]
+# The roles' values, not Role members: pydantic's message for a Literal of enum members
+# shows their repr ("Input should be <Role.ADMIN: 'admin'>").
+StaffRole = Literal["fleet_manager", "admin"]
 SignInMethod = Literal["wechat", "password", "dev"]
 PostalCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 -]{1,9}$")]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
@@ -162,7 +165,7 @@ class StaffCreate(BaseModel):
 
     email: Email
     password: NewPassword
-    role: Literal[Role.FLEET_MANAGER, Role.ADMIN]
+    role: StaffRole
     display_name: ShortText
 
 
