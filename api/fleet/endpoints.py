@@ -28,7 +28,6 @@ from api.fleet.schemas import (
     BulkResult,
     BulkRow,
     BulkRowResult,
-    Category,
     MqttCredentials,
     RetireResult,
     Vehicle,
@@ -37,13 +36,13 @@ from api.fleet.schemas import (
     VehicleImage,
     VehicleImageList,
     VehiclePage,
-    VehicleStatus,
     VehicleUpdate,
     VinCheckMode,
 )
 from core.filestore import FileStore
 from core.images import image_key
 from db import vehicle_images
+from db.vehicle_vocabulary import Category, VehicleStatus
 from jobs.names import VEHICLE_IMAGE_VARIANTS_TASK
 from protocol.topics import VEHICLE_ID_PATTERN
 

@@ -21,11 +21,11 @@ from api.fleet.schemas import (
     MqttCredentials,
     Vehicle,
     VehicleCreate,
-    VehicleStatus,
     VehicleUpdate,
     VinCheckMode,
 )
 from broker.provisioning import DynsecClient, ProvisioningError
+from db.vehicle_vocabulary import VehicleStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

@@ -14,8 +14,6 @@ from api.vehicles.auth import MaintenanceManager, VehicleSearcher
 from api.vehicles.schemas import (
     VEHICLE_ID_PATTERN,
     Availability,
-    Category,
-    Feature,
     MaintenanceCreate,
     MaintenanceCreated,
     MaintenanceList,
@@ -23,6 +21,7 @@ from api.vehicles.schemas import (
     VehicleDetail,
     VehiclePage,
 )
+from db.vehicle_vocabulary import Category, Feature
 
 router = APIRouter(prefix="/vehicles", tags=["vehicles"], responses=error_responses(401))
 # Only the maintenance sub-resource: /v1/admin/vehicles itself belongs to fleet administration.
@@ -110,7 +109,7 @@ async def search_vehicles(  # noqa: PLR0913 - one per filter
             lon=lon,
             radius_m=float(radius_m),
             categories=category,
-            features=features,
+            features=[feature.value for feature in features],
             price_max=price_max,
             window_from=from_,
             window_to=to,

@@ -8,22 +8,12 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from api.schemas import LongText
+from db.vehicle_vocabulary import Category
 
 # Vehicle ids are MQTT topic levels (0002_vehicles.sql); the same pattern keeps a path
 # parameter that no vehicle can have from ever reaching the database.
 VEHICLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 VehicleId = Annotated[str, StringConstraints(pattern=VEHICLE_ID_PATTERN)]
-Feature = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
-
-
-class Category(StrEnum):
-    """A vehicle's class, as the fleet lists it."""
-
-    ECONOMY = "economy"
-    STANDARD = "standard"
-    LUXURY = "luxury"
-    SUV = "suv"
-    ELECTRIC = "electric"
 
 
 class Sort(StrEnum):

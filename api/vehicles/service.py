@@ -19,7 +19,6 @@ from api.vehicles.schemas import (
     Availability,
     BusyReason,
     BusySlot,
-    Category,
     Image,
     Location,
     MaintenanceCreated,
@@ -35,6 +34,7 @@ from api.vehicles.schemas import (
     Window,
 )
 from api.vehicles.settings import search_settings
+from db.vehicle_vocabulary import Category
 
 if TYPE_CHECKING:
     import uuid

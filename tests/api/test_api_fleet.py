@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 from api_testing import Api, MakeApi, SignedIn, error_code
 
 from api.fleet.schemas import VinCheckMode
 from api.fleet.service import check_vin, vin_check_digit
+from db.vehicle_vocabulary import Category, FuelType, VehicleStatus
 
 # The broker tests' MQTT probe (tests/broker has no package to import it from).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "broker"))
@@ -19,6 +22,7 @@ from mqtt_testing import MqttProbe
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from enum import StrEnum
 
     from devstack.stack import DevStack
 
@@ -296,3 +300,23 @@ async def test_created_vehicle_talks_on_its_topics_and_retired_one_is_refused(
     assert gone.connect() in NOT_AUTHORISED
     gone.close()
     watcher.close()
+
+
+@pytest.mark.parametrize(
+    ("column", "vocabulary"),
+    [("category", Category), ("fuel_type", FuelType), ("status", VehicleStatus)],
+)
+def test_the_vocabulary_is_the_tables(
+    migrated_database_url: str, column: str, vocabulary: type[StrEnum]
+) -> None:
+    """db.vehicle_vocabulary and the vehicles table's CHECK constraints list the same words."""
+    with psycopg.connect(migrated_database_url) as conn:
+        definitions = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE conrelid = 'vehicles'::regclass AND contype = 'c'"
+            )
+        ]
+    (check,) = [d for d in definitions if f"({column} = ANY" in d or f"(({column} = ANY" in d]
+    assert set(re.findall(r"'([a-z_]+)'::text", check)) == {word.value for word in vocabulary}
