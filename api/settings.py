@@ -123,6 +123,11 @@ class ApiSettings(FleetSettings, FileStoreSettings):
     )
     """FREECAR_API_RATE_LIMIT_ENDPOINTS: JSON {"endpoint_name": "budget"}, per user or IP."""
 
+    # A returned car needs a look, a wipe and sometimes a charge before the next rider; 15
+    # minutes is what operators schedule, and it absorbs a rider who returns a little late.
+    api_booking_buffer_s: int = Field(default=900, ge=0, le=86_400)
+    """FREECAR_API_BOOKING_BUFFER_S: free time kept before and after every booking."""
+
     # Each request holds one connection for its transaction. Ten per process serves
     # hundreds of requests a second with millisecond queries; several API processes behind
     # a load balancer share the database's max_connections (100 by default).

@@ -1,13 +1,14 @@
 """/v1/vehicles (riders and staff) and /v1/admin/vehicles/{id}/maintenance (staff)."""
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi import status as http_status
 from pydantic import AwareDatetime
 
-from api.deps import Conn, admin_network_guard
+from api.deps import Conn, SettingsDep, admin_network_guard
 from api.errors import error_responses
 from api.vehicles import service
 from api.vehicles.auth import MaintenanceManager, VehicleSearcher
@@ -59,6 +60,7 @@ async def search_vehicles(  # noqa: PLR0913 - one per filter
     *,
     principal: VehicleSearcher,
     conn: Conn,
+    settings: SettingsDep,
     lat: Annotated[float, Query(ge=-90, le=90, description="Latitude of the search centre.")],
     lon: Annotated[float, Query(ge=-180, le=180, description="Longitude of the search centre.")],
     radius_m: Annotated[
@@ -117,6 +119,7 @@ async def search_vehicles(  # noqa: PLR0913 - one per filter
             limit=limit,
             cursor=cursor,
         ),
+        buffer=timedelta(seconds=settings.api_booking_buffer_s),
     )
 
 
@@ -133,10 +136,12 @@ async def get_vehicle(
     summary="A vehicle's free and busy time",
     responses=error_responses(404, 409),
 )
-async def vehicle_availability(
+async def vehicle_availability(  # noqa: PLR0913 - the path, the window, the caller
+    *,
     vehicle_id: VehicleIdPath,
     principal: VehicleSearcher,
     conn: Conn,
+    settings: SettingsDep,
     from_: Annotated[AwareDatetime, Query(alias="from", description="Window start.")],
     to: Annotated[AwareDatetime, Query(description="Window end (exclusive).")],
 ) -> Availability:
@@ -144,7 +149,14 @@ async def vehicle_availability(
 
     Up to 31 days, from a month ago to a year ahead (409 `invalid_window` otherwise).
     """
-    return await service.availability(conn, principal, vehicle_id, from_, to)
+    return await service.availability(
+        conn,
+        principal,
+        vehicle_id,
+        from_,
+        to,
+        buffer=timedelta(seconds=settings.api_booking_buffer_s),
+    )
 
 
 @maintenance_router.post(

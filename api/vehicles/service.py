@@ -33,7 +33,6 @@ from api.vehicles.schemas import (
     VehicleSummary,
     Window,
 )
-from api.vehicles.settings import search_settings
 from db.vehicle_vocabulary import Category
 
 if TYPE_CHECKING:
@@ -268,9 +267,13 @@ async def search(
     principal: Principal,
     request: SearchRequest,
     *,
+    buffer: timedelta,
     clock: Clock = utc_now,
 ) -> VehiclePage:
-    """One page of vehicles free for the whole window within the radius, in the asked order."""
+    """One page of vehicles free for the whole window within the radius, in the asked order.
+
+    `buffer` is kept free before and after every booking (FREECAR_API_BOOKING_BUFFER_S).
+    """
     fingerprint = _fingerprint(request)
     after: tuple[float, float, str] | None = None
     if request.cursor is not None:
@@ -279,7 +282,6 @@ async def search(
         _check_cursor_window(window_from, window_to, clock())
     else:
         window_from, window_to = _resolve_window(request.window_from, request.window_to, clock())
-    buffer = timedelta(seconds=search_settings().booking_buffer_s)
     exact = principal.role.is_staff
     rows = await repository.search(
         conn,
@@ -396,13 +398,14 @@ def merge_busy(
     return free, busy
 
 
-async def availability(  # noqa: PLR0913 - the window's two ends and the clock
+async def availability(  # noqa: PLR0913 - the window's two ends, the buffer and the clock
     conn: AsyncConnection[Any],
     principal: Principal,
     vehicle_id: str,
     window_from: datetime,
     window_to: datetime,
     *,
+    buffer: timedelta,
     clock: Clock = utc_now,
 ) -> Availability:
     """The vehicle's free and busy time in [from, to): bookings with buffer, maintenance."""
@@ -414,7 +417,6 @@ async def availability(  # noqa: PLR0913 - the window's two ends and the clock
         )
     _check_length(window_from, window_to, timedelta(0), MAX_AVAILABILITY_WINDOW)
     row = await _visible_vehicle(conn, principal, vehicle_id)
-    buffer = timedelta(seconds=search_settings().booking_buffer_s)
     intervals: list[tuple[datetime, datetime, BusyReason]]
     if row.status in {"maintenance", "retired"}:
         # Out of service until staff say otherwise: nothing in the window can be booked.
