@@ -27,8 +27,10 @@ from api.errors import (
     ApiError,
     BadRequestError,
     ForbiddenError,
+    InvalidTokenError,
     MissingTokenError,
     ServiceUnavailableError,
+    TokenExpiredError,
 )
 from api.identity import STAFF_ROLES, Client, Principal, Role
 from api.resources import Resources
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from fastapi.dependencies.models import Dependant
+
+    from api.auth.tokens import AccessClaims
 
 
 log = logging.getLogger(__name__)
@@ -163,7 +167,28 @@ bearer = HTTPBearer(
 )
 
 
+def access_claims(request: Request, resources: Resources, token: str) -> AccessClaims:
+    """The token's claims, decoded once per request whoever asks (the limiter, the caller).
+
+    Raises InvalidTokenError or TokenExpiredError as the codec does, each time it is asked.
+    """
+    cached: tuple[str, AccessClaims | ApiError] | None = getattr(
+        request.state, "access_claims", None
+    )
+    if cached is None or cached[0] != token:
+        try:
+            outcome: AccessClaims | ApiError = resources.sessions.codec.verify(token)
+        except (InvalidTokenError, TokenExpiredError) as exc:
+            outcome = exc
+        cached = (token, outcome)
+        request.state.access_claims = cached
+    if isinstance(cached[1], ApiError):
+        raise cached[1]
+    return cached[1]
+
+
 async def _principal(
+    request: Request,
     conn: Conn,
     resources: ResourcesDep,
     client: ClientDep,
@@ -171,7 +196,7 @@ async def _principal(
 ) -> Principal:
     if credentials is None:
         raise MissingTokenError
-    claims = resources.sessions.codec.verify(credentials.credentials)
+    claims = access_claims(request, resources, credentials.credentials)
     return await auth_service.authenticate(conn, resources.sessions, claims, client)
 
 
@@ -206,13 +231,17 @@ async def rate_limit(request: Request, response: Response, resources: ResourcesD
         return
     # The matched route is the endpoint's own APIRoute; its name is the handler's name.
     endpoint = str(getattr(request.scope.get("route"), "name", "") or "")
-    # Only a peek at the token to pick the user's budget; the endpoint's own dependency
-    # verifies it properly (and checks the session) afterwards.
+    # The token picks the user's budget; the endpoint's own dependency reuses this decoding
+    # and checks the session afterwards. A bad token counts against the IP only here, and is
+    # refused by that dependency.
     claims = None
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        claims = resources.sessions.codec.verify_or_none(token.strip())
+    if scheme.lower() == "bearer" and token.strip():
+        try:
+            claims = access_claims(request, resources, token.strip())
+        except (InvalidTokenError, TokenExpiredError):
+            claims = None
     window = await limiter.check(
         ip=client_ip_key(request),
         endpoint=endpoint,
