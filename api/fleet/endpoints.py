@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Path, Query, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Query, Request, UploadFile
 from fastapi import status as http_status
 from pydantic import TypeAdapter
 
@@ -39,12 +39,12 @@ from api.fleet.schemas import (
     VehicleUpdate,
     VinCheckMode,
 )
+from api.schemas import VehicleIdPath
 from core.filestore import FileStore
 from core.images import image_key
 from db import vehicle_images
 from db.vehicle_vocabulary import Category, VehicleStatus
 from jobs.names import VEHICLE_IMAGE_VARIANTS_TASK
-from protocol.topics import VEHICLE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ router = APIRouter(
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
-VehicleIdPath = Annotated[str, Path(pattern=VEHICLE_ID_PATTERN, description="The vehicle's id.")]
 VinCheckQuery = Annotated[
     VinCheckMode | None,
     Query(

@@ -1,23 +1,18 @@
-"""/v1/vehicles (riders and staff) and /v1/admin/vehicles/{id}/maintenance (staff)."""
+"""/v1/vehicles: search, details and availability (riders and staff)."""
 
-import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
-from fastapi import status as http_status
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from api.deps import Conn, SettingsDep, admin_network_guard
+from api.deps import Conn, SettingsDep
 from api.errors import error_responses
+from api.schemas import VehicleIdPath
 from api.vehicles import service
-from api.vehicles.auth import MaintenanceManager, VehicleSearcher
+from api.vehicles.auth import VehicleSearcher
 from api.vehicles.schemas import (
-    VEHICLE_ID_PATTERN,
     Availability,
-    MaintenanceCreate,
-    MaintenanceCreated,
-    MaintenanceList,
     Sort,
     VehicleDetail,
     VehiclePage,
@@ -25,14 +20,6 @@ from api.vehicles.schemas import (
 from db.vehicle_vocabulary import Category, Feature
 
 router = APIRouter(prefix="/vehicles", tags=["vehicles"], responses=error_responses(401))
-# Only the maintenance sub-resource: /v1/admin/vehicles itself belongs to fleet administration.
-maintenance_router = APIRouter(
-    prefix="/admin/vehicles",
-    tags=["maintenance"],
-    dependencies=[Depends(admin_network_guard)],
-    responses=error_responses(401, 403),
-)
-
 # A street-level search needs a few hundred metres; 50 km covers a whole city, beyond
 # which a "nearby" list means nothing and the candidate set stops being small.
 MIN_RADIUS_M = 50
@@ -44,7 +31,6 @@ MAX_PAGE = 100
 # A price per hour in minor units: ten thousand yuan is beyond any car in the fleet.
 MAX_PRICE_MINOR = 1_000_000
 
-VehicleIdPath = Annotated[str, Path(pattern=VEHICLE_ID_PATTERN, description="The vehicle's id.")]
 WindowFrom = Annotated[
     AwareDatetime | None,
     Query(alias="from", description="Start of the window (inclusive), with a UTC offset."),
@@ -157,49 +143,3 @@ async def vehicle_availability(  # noqa: PLR0913 - the path, the window, the cal
         to,
         buffer=timedelta(seconds=settings.api_booking_buffer_s),
     )
-
-
-@maintenance_router.post(
-    "/{vehicle_id}/maintenance",
-    status_code=http_status.HTTP_201_CREATED,
-    summary="Schedule maintenance",
-    responses=error_responses(404, 409),
-)
-async def schedule_maintenance(
-    vehicle_id: VehicleIdPath, body: MaintenanceCreate, staff: MaintenanceManager, conn: Conn
-) -> MaintenanceCreated:
-    """The vehicle cannot be booked during [from, to). Fleet managers and admins.
-
-    409 `maintenance_overlap` when it overlaps another window of the vehicle. Bookings that
-    already overlap it are listed in `conflicting_bookings`; staff move them.
-    """
-    return await service.schedule_maintenance(
-        conn, staff, vehicle_id, starts=body.from_, ends=body.to, reason=body.reason
-    )
-
-
-@maintenance_router.get(
-    "/{vehicle_id}/maintenance", summary="Maintenance windows", responses=error_responses(404)
-)
-async def list_maintenance(
-    *,
-    vehicle_id: VehicleIdPath,
-    _staff: MaintenanceManager,
-    conn: Conn,
-    include_past: Annotated[bool, Query(description="Also windows that have ended.")] = False,
-) -> MaintenanceList:
-    """The vehicle's current and future windows, earliest first. Fleet managers and admins."""
-    return await service.list_maintenance(conn, vehicle_id, include_past=include_past)
-
-
-@maintenance_router.delete(
-    "/{vehicle_id}/maintenance/{window_id}",
-    status_code=http_status.HTTP_204_NO_CONTENT,
-    summary="Cancel maintenance",
-    responses=error_responses(404),
-)
-async def cancel_maintenance(
-    vehicle_id: VehicleIdPath, window_id: uuid.UUID, _staff: MaintenanceManager, conn: Conn
-) -> None:
-    """The window is removed and the vehicle bookable again then. Fleet managers and admins."""
-    await service.cancel_maintenance(conn, vehicle_id, window_id)

@@ -1,4 +1,4 @@
-"""Search, details, availability and maintenance rules. Nothing here commits."""
+"""Search, details and availability rules. Nothing here commits."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from psycopg.errors import ExclusionViolation
-
 from api.errors import ConflictError, NotFoundError
+from api.timewindows import InvalidWindowError, check_length
 from api.vehicles import repository
 from api.vehicles.schemas import (
     Availability,
@@ -21,9 +20,6 @@ from api.vehicles.schemas import (
     BusySlot,
     Image,
     Location,
-    MaintenanceCreated,
-    MaintenanceList,
-    MaintenanceWindow,
     Price,
     Rating,
     Slot,
@@ -36,7 +32,6 @@ from api.vehicles.schemas import (
 from db.vehicle_vocabulary import Category
 
 if TYPE_CHECKING:
-    import uuid
     from collections.abc import Callable, Sequence
 
     from psycopg import AsyncConnection
@@ -64,8 +59,6 @@ AVAILABILITY_AHEAD: Final = timedelta(days=366)
 APPROX_DECIMALS: Final = 3
 RIDER_DISTANCE_GRAIN_M: Final = 100.0
 CURSOR_VERSION: Final = 1
-# Maintenance windows listed per vehicle at most: years of weekly services.
-MAX_MAINTENANCE_LIST: Final = 500
 
 
 def utc_now() -> datetime:
@@ -73,27 +66,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-# Semantic refusals of schema-valid input are 409 in this API (as `cannot_suspend_self`):
-# 400 and 422 mean "the schema says no", which the schema cannot say about relative time.
-class InvalidWindowError(ConflictError):
-    """`from`/`to` are missing one half, reversed, too short, too long, or out of range."""
-
-    code = "invalid_window"
-    default_message = "invalid time window"
-
-
+# Semantic refusals of schema-valid input are 409 in this API (see api.timewindows).
 class InvalidCursorError(ConflictError):
     """The cursor is malformed, expired, or belongs to a different search."""
 
     code = "invalid_cursor"
     default_message = "invalid cursor; start again without one"
-
-
-class MaintenanceOverlapError(ConflictError):
-    """The vehicle already has maintenance scheduled during part of this window."""
-
-    code = "maintenance_overlap"
-    default_message = "the vehicle already has maintenance scheduled during this window"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,19 +104,8 @@ def _resolve_window(
         raise InvalidWindowError("`from` is in the past")
     if window_to > now + MAX_AHEAD:
         raise InvalidWindowError(f"`to` is more than {MAX_AHEAD.days} days ahead")
-    _check_length(window_from, window_to, MIN_WINDOW, MAX_WINDOW)
+    check_length(window_from, window_to, MIN_WINDOW, MAX_WINDOW)
     return window_from, window_to
-
-
-def _check_length(
-    starts: datetime, ends: datetime, shortest: timedelta, longest: timedelta
-) -> None:
-    if starts >= ends:
-        raise InvalidWindowError("`from` must be before `to`")
-    if ends - starts < shortest:
-        raise InvalidWindowError(f"the window is shorter than {shortest}")
-    if ends - starts > longest:
-        raise InvalidWindowError(f"the window is longer than {longest.days} days")
 
 
 def _fingerprint(request: SearchRequest) -> str:
@@ -218,7 +185,7 @@ def decode_cursor(
 def _check_cursor_window(window_from: datetime, window_to: datetime, now: datetime) -> None:
     """A cursor's window must be one this API could have issued (a day of paging allowed)."""
     try:
-        _check_length(window_from, window_to, MIN_WINDOW, MAX_WINDOW)
+        check_length(window_from, window_to, MIN_WINDOW, MAX_WINDOW)
     except InvalidWindowError as exc:
         raise InvalidCursorError from exc
     if window_from < now - timedelta(days=1) or window_to > now + MAX_AHEAD + timedelta(days=1):
@@ -415,7 +382,7 @@ async def availability(  # noqa: PLR0913 - the window's two ends, the buffer and
             f"the window must lie between {AVAILABILITY_PAST.days} days ago and "
             f"{AVAILABILITY_AHEAD.days} days ahead"
         )
-    _check_length(window_from, window_to, timedelta(0), MAX_AVAILABILITY_WINDOW)
+    check_length(window_from, window_to, timedelta(0), MAX_AVAILABILITY_WINDOW)
     row = await _visible_vehicle(conn, principal, vehicle_id)
     intervals: list[tuple[datetime, datetime, BusyReason]]
     if row.status in {"maintenance", "retired"}:
@@ -436,72 +403,3 @@ async def availability(  # noqa: PLR0913 - the window's two ends, the buffer and
         free=free,
         busy=busy,
     )
-
-
-def _window(row: repository.MaintenanceRow) -> MaintenanceWindow:
-    return MaintenanceWindow(
-        id=row.id,
-        vehicle_id=row.vehicle_id,
-        from_=row.starts,
-        to=row.ends,
-        reason=row.reason,
-        created_by=row.created_by,
-        created_at=row.created_at,
-    )
-
-
-async def schedule_maintenance(  # noqa: PLR0913 - the window's fields
-    conn: AsyncConnection[Any],
-    actor: Principal,
-    vehicle_id: str,
-    *,
-    starts: datetime,
-    ends: datetime,
-    reason: str,
-    clock: Clock = utc_now,
-) -> MaintenanceCreated:
-    """Schedule a window; 409 `maintenance_overlap` when it overlaps another one."""
-    now = clock()
-    if ends <= now:
-        raise InvalidWindowError("the window is already over")
-    if ends > now + AVAILABILITY_AHEAD:
-        raise InvalidWindowError(f"`to` is more than {AVAILABILITY_AHEAD.days} days ahead")
-    if starts < now - AVAILABILITY_PAST:
-        raise InvalidWindowError(f"`from` is more than {AVAILABILITY_PAST.days} days ago")
-    _check_length(starts, ends, timedelta(minutes=1), timedelta(days=AVAILABILITY_AHEAD.days))
-    if not await repository.vehicle_exists(conn, vehicle_id):
-        raise NotFoundError("vehicle not found")
-    try:
-        row = await repository.insert_maintenance(
-            conn,
-            vehicle_id=vehicle_id,
-            starts=starts,
-            ends=ends,
-            reason=reason,
-            created_by=actor.user_id,
-        )
-    except ExclusionViolation as exc:
-        raise MaintenanceOverlapError from exc
-    conflicts = await repository.overlapping_bookings(conn, vehicle_id, starts, ends)
-    return MaintenanceCreated(**_window(row).model_dump(), conflicting_bookings=list(conflicts))
-
-
-async def list_maintenance(
-    conn: AsyncConnection[Any], vehicle_id: str, *, include_past: bool, clock: Clock = utc_now
-) -> MaintenanceList:
-    """The vehicle's windows, earliest first; only current and future ones unless asked."""
-    if not await repository.vehicle_exists(conn, vehicle_id):
-        raise NotFoundError("vehicle not found")
-    since = datetime.min.replace(tzinfo=UTC) if include_past else clock()
-    rows = await repository.list_maintenance(
-        conn, vehicle_id, since=since, limit=MAX_MAINTENANCE_LIST
-    )
-    return MaintenanceList(items=[_window(row) for row in rows])
-
-
-async def cancel_maintenance(
-    conn: AsyncConnection[Any], vehicle_id: str, window_id: uuid.UUID
-) -> None:
-    """Remove a window; 404 when the vehicle has no such window."""
-    if not await repository.delete_maintenance(conn, vehicle_id, window_id):
-        raise NotFoundError("maintenance window not found")
