@@ -39,6 +39,7 @@ from api.fleet.schemas import (
     VehicleUpdate,
     VinCheckMode,
 )
+from api.pagination import CURSOR_RESPONSES, CursorQuery
 from api.schemas import VehicleIdPath
 from core.filestore import FileStore
 from core.images import image_key
@@ -126,7 +127,7 @@ async def create_vehicle(
     )
 
 
-@router.get("", summary="Find vehicles")
+@router.get("", summary="Find vehicles", responses=CURSOR_RESPONSES)
 async def list_vehicles(  # noqa: PLR0913 - one per filter
     *,
     _staff: FleetStaff,
@@ -141,25 +142,16 @@ async def list_vehicles(  # noqa: PLR0913 - one per filter
     ] = None,
     status: VehicleStatus | None = None,
     category: Category | None = None,
-    cursor: Annotated[
-        str | None,
-        Query(
-            pattern=service.CURSOR_PATTERN,
-            description="`next_cursor` of the previous page (opaque: pass it back as is).",
-        ),
-    ] = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> VehiclePage:
-    """Newest first, filtered by status, category and text; page with `cursor`."""
-    items, next_cursor = await service.list_vehicles(
-        conn,
-        status=status,
-        category=None if category is None else category.value,
-        query=q,
-        cursor=cursor,
-        limit=limit,
+    """Newest first, filtered by status, category and text; page with `cursor`.
+
+    409 `invalid_cursor` for a cursor that is malformed or was made for other filters.
+    """
+    return await service.list_vehicles(
+        conn, status=status, category=category, query=q, cursor=cursor, limit=limit
     )
-    return VehiclePage(items=items, next_cursor=next_cursor)
 
 
 @router.post(

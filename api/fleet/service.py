@@ -6,12 +6,13 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from argon2 import PasswordHasher
 from psycopg.errors import UniqueViolation
 
+from api import pagination
 from api.errors import ApiError, ConflictError, NotFoundError
 from api.fleet import repository
 from api.fleet.schemas import (
@@ -21,11 +22,12 @@ from api.fleet.schemas import (
     MqttCredentials,
     Vehicle,
     VehicleCreate,
+    VehiclePage,
     VehicleUpdate,
     VinCheckMode,
 )
 from broker.provisioning import DynsecClient, ProvisioningError
-from db.vehicle_vocabulary import VehicleStatus
+from db.vehicle_vocabulary import Category, VehicleStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -192,25 +194,6 @@ def _columns(model: VehicleCreate | VehicleUpdate, fields: Iterable[str]) -> dic
     return values
 
 
-# The cursor is `<created_at in microseconds>.<id>`: every string the schema's pattern
-# admits is a position, so a cursor can be wrong only by pointing past the end (an empty
-# page). Clients treat it as opaque; its format may change.
-CURSOR_PATTERN: Final = r"^[0-9]{1,17}\.[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def encode_cursor(row: VehicleRow) -> str:
-    """The cursor of the position after `row`."""
-    micros = (row.created_at - _EPOCH) // timedelta(microseconds=1)
-    return f"{micros}.{row.id}"
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The keyset position in a cursor (the endpoint's pattern has checked its shape)."""
-    micros, _, vehicle_id = cursor.partition(".")
-    return _EPOCH + timedelta(microseconds=int(micros)), vehicle_id
-
-
 # --- reads ------------------------------------------------------------------------------------
 
 
@@ -232,23 +215,30 @@ async def list_vehicles(  # noqa: PLR0913 - one per filter
     conn: AsyncConnection[Any],
     *,
     status: VehicleStatus | None,
-    category: str | None,
+    category: Category | None,
     query: str | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[Vehicle], str | None]:
-    """A page of vehicles and the cursor of the next page (None on the last)."""
-    after = None if cursor is None else decode_cursor(cursor)
+) -> VehiclePage:
+    """A page of vehicles, newest first, and the cursor of the next page (None on the last)."""
+    filters = pagination.fingerprint(
+        {"list": "fleet", "q": query, "status": status, "category": category}
+    )
+    after = None
+    if cursor is not None:
+        created_at, vehicle_id = pagination.decode_cursor(cursor, (datetime, str), filters).key
+        assert isinstance(created_at, datetime)  # the shape says so
+        after = (created_at, str(vehicle_id))
     rows = await repository.list_vehicles(
         conn,
         status=None if status is None else status.value,
-        category=category,
+        category=None if category is None else category.value,
         query=query,
         after=after,
         limit=limit + 1,  # one more tells whether a next page exists
     )
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return [to_vehicle(row) for row in rows[:limit]], next_cursor
+    page = pagination.next_page(rows, limit, lambda row: (row.created_at, row.id), filters)
+    return VehiclePage(items=[to_vehicle(row) for row in page.rows], next_cursor=page.next_cursor)
 
 
 # --- writes -----------------------------------------------------------------------------------

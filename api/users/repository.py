@@ -112,13 +112,16 @@ _FILTER: LiteralString = """
            OR phone LIKE %(pattern)s::text OR id::text = %(exact)s::text)
 """
 
+# Newest first, keyset on (created_at, id), which users_created serves.
 _LIST_USERS: LiteralString = (
     "SELECT"
     + _ADMIN_COLUMNS
     + _FILTER
     + """
+      AND (%(after_created)s::timestamptz IS NULL
+           OR (created_at, id) < (%(after_created)s::timestamptz, %(after_id)s::uuid))
     ORDER BY created_at DESC, id DESC
-    LIMIT %(limit)s OFFSET %(offset)s
+    LIMIT %(limit)s
 """
 )
 
@@ -210,17 +213,18 @@ async def list_users(  # noqa: PLR0913 - one per filter
     query: str | None,
     role: str | None,
     status: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-    offset: int,
 ) -> tuple[list[AdminUserRow], int]:
-    """A page of users matching the filters, newest first, and how many match in all."""
+    """Users matching the filters, newest first after `after`, and how many match in all."""
     params = {
         "role": role,
         "status": status,
         "pattern": None if query is None else _like_pattern(query),
         "exact": query,
+        "after_created": None if after is None else after[0],
+        "after_id": None if after is None else after[1],
         "limit": limit,
-        "offset": offset,
     }
     async with conn.cursor(row_factory=class_row(AdminUserRow)) as cur:
         await cur.execute(_LIST_USERS, params)

@@ -127,12 +127,11 @@ class AdminUser(Profile):
 
 
 class UserPage(BaseModel):
-    """One page of users, newest first."""
+    """One page of users, newest first; pass `next_cursor` as `cursor` for the next one."""
 
     items: list[AdminUser]
     total: int = Field(description="How many users match the filters in all.")
-    limit: int
-    offset: int
+    next_cursor: str | None = Field(description="Null on the last page.")
 
 
 class SuspendRequest(BaseModel):
@@ -185,4 +184,6 @@ class History(BaseModel):
     """A page of a user's history, newest first."""
 
     items: list[AuditEntry]
-    next_before: int | None = Field(description="Pass as `before` for the next page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null on the last page."
+    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, get_args
 
 from psycopg.errors import UniqueViolation
 
+from api import pagination
 from api.auth import repository as auth_repository
 from api.auth.passwords import hash_password_async
 from api.errors import ConflictError, NotFoundError
@@ -27,8 +30,6 @@ from api.users.schemas import (
 )
 
 if TYPE_CHECKING:
-    import uuid
-
     from psycopg import AsyncConnection
 
     from api.identity import Client, Principal
@@ -187,20 +188,31 @@ async def list_users(  # noqa: PLR0913 - one per filter
     query: str | None,
     role: Role | None,
     status: UserStatus | None,
+    cursor: str | None,
     limit: int,
-    offset: int,
 ) -> UserPage:
-    """A page of users matching the filters."""
+    """A page of users matching the filters, newest first."""
+    filters = pagination.fingerprint({"list": "users", "q": query, "role": role, "status": status})
+    after = None
+    if cursor is not None:
+        created_at, user_id = pagination.decode_cursor(cursor, (datetime, uuid.UUID), filters).key
+        assert isinstance(created_at, datetime)  # the shape says so
+        assert isinstance(user_id, uuid.UUID)
+        after = (created_at, user_id)
     rows, total = await repository.list_users(
         conn,
         query=query,
         role=None if role is None else role.value,
         status=None if status is None else status.value,
-        limit=limit,
-        offset=offset,
+        after=after,
+        limit=limit + 1,  # one more tells whether a next page exists
     )
-    items = [to_admin_user(row) for row in rows]
-    return UserPage(items=items, total=total, limit=limit, offset=offset)
+    page = pagination.next_page(rows, limit, lambda row: (row.created_at, row.id), filters)
+    return UserPage(
+        items=[to_admin_user(row) for row in page.rows],
+        total=total,
+        next_cursor=page.next_cursor,
+    )
 
 
 async def get_user(conn: AsyncConnection[Any], user_id: uuid.UUID) -> AdminUser:
@@ -273,11 +285,19 @@ async def create_staff(  # noqa: PLR0913 - the account's fields
 
 
 async def history(
-    conn: AsyncConnection[Any], user_id: uuid.UUID, *, before: int | None, limit: int
+    conn: AsyncConnection[Any], user_id: uuid.UUID, *, cursor: str | None, limit: int
 ) -> History:
     """A page of a user's history, newest first."""
     await _user_or_404(conn, user_id)
-    rows = await repository.history(conn, user_id, before=before, limit=limit)
+    filters = pagination.fingerprint({"list": "user_history", "user_id": user_id})
+    before = None
+    if cursor is not None:
+        (last_id,) = pagination.decode_cursor(cursor, (int,), filters).key
+        assert isinstance(last_id, int)  # the shape says so
+        before = last_id
+    found = await repository.history(conn, user_id, before=before, limit=limit + 1)
+    page = pagination.next_page(found, limit, lambda row: (row.id,), filters)
+    rows = page.rows
     items = [
         AuditEntry(
             id=row.id,
@@ -290,5 +310,4 @@ async def history(
         )
         for row in rows
     ]
-    next_before = rows[-1].id if len(rows) == limit else None
-    return History(items=items, next_before=next_before)
+    return History(items=items, next_cursor=page.next_cursor)

@@ -8,6 +8,7 @@ from pydantic import AwareDatetime
 
 from api.deps import Conn, SettingsDep
 from api.errors import error_responses
+from api.pagination import CursorQuery
 from api.schemas import VehicleIdPath
 from api.vehicles import service
 from api.vehicles.auth import VehicleSearcher
@@ -70,14 +71,7 @@ async def search_vehicles(  # noqa: PLR0913 - one per filter
         Sort.DISTANCE
     ),
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=1_000,
-            pattern=r"^[A-Za-z0-9_-]+$",
-            description="`next_cursor` of the previous page, with the same other parameters.",
-        ),
-    ] = None,
+    cursor: CursorQuery = None,
 ) -> VehiclePage:
     """Vehicles free for the whole [from, to) window within the radius, in the asked order.
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from api.errors import ConflictError, NotFoundError
+from api import pagination
+from api.errors import NotFoundError
+from api.pagination import InvalidCursorError
 from api.timewindows import InvalidWindowError, check_length
 from api.vehicles import repository
 from api.vehicles.schemas import (
@@ -58,20 +55,11 @@ AVAILABILITY_AHEAD: Final = timedelta(days=366)
 # block, not enough to wait beside a stranger's parked car. Staff see exact values.
 APPROX_DECIMALS: Final = 3
 RIDER_DISTANCE_GRAIN_M: Final = 100.0
-CURSOR_VERSION: Final = 1
 
 
 def utc_now() -> datetime:
     """The current time in UTC."""
     return datetime.now(UTC)
-
-
-# Semantic refusals of schema-valid input are 409 in this API (see api.timewindows).
-class InvalidCursorError(ConflictError):
-    """The cursor is malformed, expired, or belongs to a different search."""
-
-    code = "invalid_cursor"
-    default_message = "invalid cursor; start again without one"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,78 +96,45 @@ def _resolve_window(
     return window_from, window_to
 
 
-def _fingerprint(request: SearchRequest) -> str:
+def _filters(request: SearchRequest) -> str:
     """What a cursor must be used with: every parameter that shapes the result set."""
-    shape = [
-        round(request.lat, 9),
-        round(request.lon, 9),
-        request.radius_m,
-        sorted(c.value for c in request.categories or []),
-        sorted(request.features),
-        request.price_max,
-        None if request.window_from is None else request.window_from.isoformat(),
-        None if request.window_to is None else request.window_to.isoformat(),
-        request.sort.value,
-    ]
-    digest = hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode()).digest()
-    return base64.urlsafe_b64encode(digest[:12]).decode()
+    return pagination.fingerprint(
+        {
+            "list": "search",
+            "lat": round(request.lat, 9),
+            "lon": round(request.lon, 9),
+            "radius_m": request.radius_m,
+            "categories": sorted(c.value for c in request.categories or []),
+            "features": sorted(request.features),
+            "price_max": request.price_max,
+            "from": None if request.window_from is None else request.window_from.isoformat(),
+            "to": None if request.window_to is None else request.window_to.isoformat(),
+            "sort": request.sort.value,
+        }
+    )
 
 
-def encode_cursor(
-    fingerprint: str, window: tuple[datetime, datetime], key: tuple[float, float, str]
-) -> str:
-    """An opaque cursor: the last row's sort key, the window it was searched for, the search."""
-    payload = {
-        "v": CURSOR_VERSION,
-        "q": fingerprint,
-        "w": [window[0].isoformat(), window[1].isoformat()],
-        "k": [key[0], key[1], key[2]],
-    }
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _parse_cursor(cursor: str) -> dict[str, Any]:
-    """The cursor's JSON object; InvalidCursorError when it is not one."""
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error) as exc:
-        raise InvalidCursorError from exc
-    if not isinstance(payload, dict) or payload.get("v") != CURSOR_VERSION:
-        raise InvalidCursorError
-    return payload
-
-
-def decode_cursor(
-    cursor: str, fingerprint: str
+def _resume(
+    cursor: str, filters: str
 ) -> tuple[tuple[datetime, datetime], tuple[float, float, str]]:
     """The window and sort key a cursor resumes from; InvalidCursorError otherwise."""
-    payload = _parse_cursor(cursor)
-    if payload.get("q") != fingerprint:
-        raise InvalidCursorError("this cursor belongs to a different search")
-    window, key = payload.get("w"), payload.get("k")
+    position = pagination.decode_cursor(cursor, (float, float, str), filters)
+    window = position.state.get("w")
     if not (
-        isinstance(window, list)
-        and len(window) == 2
-        and all(isinstance(text, str) for text in window)
-        and isinstance(key, list)
-        and len(key) == 3
-        and all(isinstance(k, int | float) and not isinstance(k, bool) for k in key[:2])
-        and isinstance(key[2], str)
+        isinstance(window, list) and len(window) == 2 and all(isinstance(t, str) for t in window)
     ):
         raise InvalidCursorError
     try:
-        w_from, w_to = (datetime.fromisoformat(text) for text in window)
+        w_from, w_to = (datetime.fromisoformat(str(text)) for text in window)
     except ValueError as exc:
         raise InvalidCursorError from exc
-    k1, k2 = float(key[0]), float(key[1])
-    if (
-        w_from.tzinfo is None
-        or w_to.tzinfo is None
-        or not (math.isfinite(k1) and math.isfinite(k2))
-    ):
+    if w_from.tzinfo is None or w_to.tzinfo is None:
         raise InvalidCursorError
-    return (w_from, w_to), (k1, k2, key[2])
+    k1, k2, vehicle_id = position.key
+    assert isinstance(k1, float)  # the shape says so
+    assert isinstance(k2, float)
+    assert isinstance(vehicle_id, str)
+    return (w_from, w_to), (k1, k2, vehicle_id)
 
 
 def _check_cursor_window(window_from: datetime, window_to: datetime, now: datetime) -> None:
@@ -241,11 +196,11 @@ async def search(
 
     `buffer` is kept free before and after every booking (FREECAR_API_BOOKING_BUFFER_S).
     """
-    fingerprint = _fingerprint(request)
+    filters = _filters(request)
     after: tuple[float, float, str] | None = None
     if request.cursor is not None:
         # A cursor carries its window, so paging through a "now" search keeps one "now".
-        (window_from, window_to), after = decode_cursor(request.cursor, fingerprint)
+        (window_from, window_to), after = _resume(request.cursor, filters)
         _check_cursor_window(window_from, window_to, clock())
     else:
         window_from, window_to = _resolve_window(request.window_from, request.window_to, clock())
@@ -272,16 +227,16 @@ async def search(
             limit=request.limit + 1,
         ),
     )
-    page = rows[: request.limit]
-    next_cursor = None
-    if len(rows) > request.limit:
-        last = page[-1]
-        next_cursor = encode_cursor(
-            fingerprint, (window_from, window_to), (last.k1, last.k2, last.id)
-        )
+    page = pagination.next_page(
+        rows,
+        request.limit,
+        lambda row: (row.k1, row.k2, row.id),
+        filters,
+        state={"w": [window_from.isoformat(), window_to.isoformat()]},
+    )
     return VehiclePage(
-        items=[_summary(row, exact=exact) for row in page],
-        next_cursor=next_cursor,
+        items=[_summary(row, exact=exact) for row in page.rows],
+        next_cursor=page.next_cursor,
         window=Window(from_=window_from, to=window_to),
     )
 

@@ -216,10 +216,18 @@ async def test_list_filters_and_keyset_pages(api: Api, staff: SignedIn) -> None:
     assert none.json()["items"] == []
     by_id = (await api.get("/v1/admin/vehicles", staff, params={"q": ids[3]})).json()
     assert [item["id"] for item in by_id["items"]] == [ids[3]]
-    bad = await api.get("/v1/admin/vehicles", staff, params={"cursor": "bm90LWEtY3Vyc29y"})
+    bad = await api.get("/v1/admin/vehicles", staff, params={"cursor": "0.a"})
     assert (bad.status_code, error_code(bad)) == (422, "validation_error")
-    before_time = await api.get("/v1/admin/vehicles", staff, params={"cursor": "0.a"})
-    assert before_time.json() == {"items": [], "next_cursor": None}
+    not_ours = await api.get("/v1/admin/vehicles", staff, params={"cursor": "bm90LWEtY3Vyc29y"})
+    assert (not_ours.status_code, error_code(not_ours)) == (409, "invalid_cursor")
+    # A cursor pages only the list it was made for.
+    first = (await api.get("/v1/admin/vehicles", staff, params={"q": make, "limit": 1})).json()
+    other = await api.get(
+        "/v1/admin/vehicles",
+        staff,
+        params={"q": make, "status": "available", "cursor": first["next_cursor"]},
+    )
+    assert (other.status_code, error_code(other)) == (409, "invalid_cursor")
 
 
 # MQTT logins

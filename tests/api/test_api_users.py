@@ -197,12 +197,25 @@ async def test_admins_find_users_by_text_role_and_status(api: Api) -> None:
     assert [u["id"] for u in by_phone["items"]] == [riders[0].user_id]
     by_id = (await api.get("/v1/admin/users", admin, params={"q": riders[1].user_id})).json()
     assert [u["id"] for u in by_id["items"]] == [riders[1].user_id]
-    paged = (
+    first = (
+        await api.get("/v1/admin/users", admin, params={"q": f"find-{tag}", "limit": 2})
+    ).json()
+    assert (first["total"], len(first["items"])) == (3, 2)
+    rest = (
         await api.get(
-            "/v1/admin/users", admin, params={"q": f"find-{tag}", "limit": 2, "offset": 2}
+            "/v1/admin/users",
+            admin,
+            params={"q": f"find-{tag}", "limit": 2, "cursor": first["next_cursor"]},
         )
     ).json()
-    assert (paged["total"], len(paged["items"])) == (3, 1)
+    assert (rest["total"], len(rest["items"]), rest["next_cursor"]) == (3, 1, None)
+    assert [u["id"] for u in first["items"] + rest["items"]] == [
+        riders[n].user_id for n in (2, 1, 0)
+    ]
+    elsewhere = await api.get(
+        "/v1/admin/users", admin, params={"q": "find-", "cursor": first["next_cursor"]}
+    )
+    assert (elsewhere.status_code, error_code(elsewhere)) == (409, "invalid_cursor")
     admins = (await api.get("/v1/admin/users", admin, params={"role": "admin"})).json()
     assert all(u["role"] == "admin" for u in admins["items"])
     wildcard = (await api.get("/v1/admin/users", admin, params={"q": "%"})).json()
@@ -344,7 +357,13 @@ async def test_history_pages_backwards(api: Api) -> None:
     url = f"/v1/admin/users/{rider.user_id}/history"
     first = (await api.get(url, admin, params={"limit": 4})).json()
     assert len(first["items"]) == 4
-    rest = (await api.get(url, admin, params={"limit": 4, "before": first["next_before"]})).json()
+    rest = (await api.get(url, admin, params={"limit": 4, "cursor": first["next_cursor"]})).json()
     assert len(rest["items"]) == 2  # five sign-ins and the account's creation
-    assert rest["next_before"] is None
+    assert rest["next_cursor"] is None
+    exactly = (await api.get(url, admin, params={"limit": 6})).json()
+    assert (len(exactly["items"]), exactly["next_cursor"]) == (6, None)
+    other_user = await api.get(
+        f"/v1/admin/users/{admin.user_id}/history", admin, params={"cursor": first["next_cursor"]}
+    )
+    assert (other_user.status_code, error_code(other_user)) == (409, "invalid_cursor")
     assert rest["items"][-1]["action"] == "account_created"
