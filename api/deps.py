@@ -3,7 +3,8 @@
 `Conn` is a pooled connection inside one transaction per request: committed after the
 endpoint returns and before the response is sent, rolled back if anything raises (except
 an ApiError that `keeps_changes`); GET and HEAD requests read in autocommit instead
-(`READ_METHODS`). Services never commit.
+(`READ_METHODS`). Services never commit. An endpoint whose side effects must follow a
+commit (the broker) takes `WorkDep` instead, and runs its own units of work (`api.work`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from api.errors import (
 from api.identity import STAFF_ROLES, Client, Principal, Role
 from api.resources import Resources
 from api.settings import ApiSettings
+from api.work import Work
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -119,10 +121,29 @@ async def reading(resources: Resources) -> AsyncIterator[AsyncConnection[Any]]:
                 await conn.set_autocommit(False)
 
 
+def _runs_own_units_of_work(request: Request) -> bool:
+    """Whether the endpoint takes `WorkDep` (cached per route)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return False
+    cache: dict[int, bool] | None = getattr(request.app.state, "own_units_of_work", None)
+    if cache is None:
+        cache = request.app.state.own_units_of_work = {}
+    found = cache.get(id(route))
+    if found is None:
+        found = cache[id(route)] = _depends_on(route.dependant, _work)
+    return found
+
+
+def _depends_on(dependant: Dependant, call: object) -> bool:
+    return any(sub.call is call or _depends_on(sub, call) for sub in dependant.dependencies)
+
+
 async def _connection(
     request: Request, resources: ResourcesDep
 ) -> AsyncIterator[AsyncConnection[Any]]:
-    if request.method in READ_METHODS:
+    # Reads, and requests that run their own units of work on it, go in autocommit.
+    if request.method in READ_METHODS or _runs_own_units_of_work(request):
         async with reading(resources) as conn:
             yield conn
         return
@@ -133,6 +154,14 @@ async def _connection(
 # scope="function": the transaction ends when the endpoint returns, before the response is
 # sent, so a client never sees a success that then fails to commit.
 Conn = Annotated[AsyncConnection[Any], Depends(_connection, scope="function")]
+
+
+async def _work(conn: Conn) -> Work:
+    return Work(conn)
+
+
+WorkDep = Annotated[Work, Depends(_work)]
+"""The request's connection for units of work the endpoint runs itself (see `api.work`)."""
 
 
 def _printable(text: str) -> str:
