@@ -171,18 +171,27 @@ def test_freecar_api_serves_and_logs_request_ids(
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - the address a development API must not take
 
 
-@pytest.mark.parametrize("host", [ALL_INTERFACES, "::", "192.0.2.10", "api.example.com"])
-def test_development_mode_refuses_a_network_address(host: str) -> None:
+@pytest.mark.parametrize(
+    ("host", "how"),
+    [
+        (ALL_INTERFACES, "flag"),
+        (ALL_INTERFACES, "env"),
+        ("::", "env"),
+        ("192.0.2.10", "env"),
+        ("api.example.com", "env"),
+    ],
+)
+def test_development_mode_refuses_a_network_address(host: str, how: str) -> None:
     development = clean_env(FREECAR_ENV="development")
-    for result in (
-        freecar("api", env=development | {"FREECAR_API_HOST": host}),
-        freecar("api", "--host", host, env=development),
-    ):
-        assert result.returncode == 2, result.stderr
-        assert "development mode" in result.stderr
-        assert "--allow-development-on-network" in result.stderr
-        assert "Traceback" not in result.stderr
-        assert result.stdout == ""
+    if how == "flag":
+        result = freecar("api", "--host", host, env=development)
+    else:
+        result = freecar("api", env=development | {"FREECAR_API_HOST": host})
+    assert result.returncode == 2, result.stderr
+    assert "development mode" in result.stderr
+    assert "--allow-development-on-network" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
 
 
 def test_development_on_a_network_address_when_told() -> None:
