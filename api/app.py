@@ -28,11 +28,11 @@ from api.events.endpoints import admin_router as events_router
 from api.fleet.endpoints import router as fleet_router
 from api.fleet.files import router as files_router
 from api.geofences.endpoints import admin_router as geofences_router
+from api.maintenance.endpoints import router as maintenance_router
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from api.resources import open_resources
 from api.settings import ApiSettings
 from api.users.endpoints import admin_router, me_router
-from api.vehicles.endpoints import maintenance_router
 from api.vehicles.endpoints import router as vehicles_router
 from core.settings import Environment
 

@@ -6,10 +6,14 @@ AppSecret, CORS origins, rate-limit budgets...; see docs/api.md). Interactive do
 /docs. In development without FREECAR_API_TOKEN_KEYS, tokens are signed with a random key
 that dies with the process; `--generate-key` prints a real one.
 
+In development mode (FREECAR_ENV=development, the default) it binds only loopback
+addresses unless told otherwise (`--allow-development-on-network`): development signs
+anyone in through dev login.
+
 SIGINT or SIGTERM lets in-flight requests finish, closes the pool and Redis, and then ends
 the process by that same signal (uvicorn re-raises it, so process managers see why it
-stopped). Exit codes otherwise: 2 bad configuration; 3 could not start (database or Redis
-unreachable: the log says which).
+stopped). Exit codes otherwise: 2 bad configuration (a development API on a network
+address included); 3 could not start (database or Redis unreachable: the log says which).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
+
+    from api.settings import ApiSettings
 
 EXIT_CONFIG = 2
 
@@ -37,9 +43,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="log verbosity (default INFO)",
     )
     parser.add_argument(
+        "--allow-development-on-network",
+        action="store_true",
+        help="serve development mode on a non-loopback address "
+        "(FREECAR_API_ALLOW_DEVELOPMENT_ON_NETWORK); dev login still answers only this machine",
+    )
+    parser.add_argument(
         "--generate-key",
         action="store_true",
         help="print a new token key for FREECAR_API_TOKEN_KEYS and exit",
+    )
+
+
+def _development_address_refusal(settings: ApiSettings) -> str | None:
+    """Why these settings must not be served, or None: development stays on this machine."""
+    from api.identity import is_loopback_host
+    from core.settings import Environment
+
+    if settings.env is not Environment.DEVELOPMENT or is_loopback_host(settings.api_host):
+        return None
+    if settings.api_allow_development_on_network:
+        print(
+            f"freecar api: development mode on {settings.api_host}, as allowed; "
+            "dev login answers only this machine",
+            file=sys.stderr,
+        )
+        return None
+    return (
+        f"refusing to serve development mode on {settings.api_host}, a non-loopback address: "
+        "development signs anyone in and its tokens may use a throwaway key. Bind 127.0.0.1 "
+        "(--host or FREECAR_API_HOST), set FREECAR_ENV=production, or pass "
+        "--allow-development-on-network (FREECAR_API_ALLOW_DEVELOPMENT_ON_NETWORK=true) if "
+        "you mean it"
     )
 
 
@@ -63,10 +98,16 @@ def run(args: argparse.Namespace) -> int:
         overrides["api_host"] = args.host
     if args.port:
         overrides["api_port"] = args.port
+    if args.allow_development_on_network:
+        overrides["api_allow_development_on_network"] = True
     try:
         settings = ApiSettings(**overrides)
     except (ValidationError, ValueError) as exc:
         print(f"freecar api: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    refusal = _development_address_refusal(settings)
+    if refusal is not None:
+        print(f"freecar api: {refusal}", file=sys.stderr)
         return EXIT_CONFIG
     common: dict[str, Any] = {
         "host": settings.api_host,

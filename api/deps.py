@@ -3,7 +3,8 @@
 `Conn` is a pooled connection inside one transaction per request: committed after the
 endpoint returns and before the response is sent, rolled back if anything raises (except
 an ApiError that `keeps_changes`); GET and HEAD requests read in autocommit instead
-(`READ_METHODS`). Services never commit.
+(`READ_METHODS`). Services never commit. An endpoint whose side effects must follow a
+commit (the broker) takes `WorkDep` instead, and runs its own units of work (`api.work`).
 """
 
 from __future__ import annotations
@@ -27,17 +28,22 @@ from api.errors import (
     ApiError,
     BadRequestError,
     ForbiddenError,
+    InvalidTokenError,
     MissingTokenError,
     ServiceUnavailableError,
+    TokenExpiredError,
 )
 from api.identity import STAFF_ROLES, Client, Principal, Role
 from api.resources import Resources
 from api.settings import ApiSettings
+from api.work import Work
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from fastapi.dependencies.models import Dependant
+
+    from api.auth.tokens import AccessClaims
 
 
 log = logging.getLogger(__name__)
@@ -115,10 +121,29 @@ async def reading(resources: Resources) -> AsyncIterator[AsyncConnection[Any]]:
                 await conn.set_autocommit(False)
 
 
+def _runs_own_units_of_work(request: Request) -> bool:
+    """Whether the endpoint takes `WorkDep` (cached per route)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return False
+    cache: dict[int, bool] | None = getattr(request.app.state, "own_units_of_work", None)
+    if cache is None:
+        cache = request.app.state.own_units_of_work = {}
+    found = cache.get(id(route))
+    if found is None:
+        found = cache[id(route)] = _depends_on(route.dependant, _work)
+    return found
+
+
+def _depends_on(dependant: Dependant, call: object) -> bool:
+    return any(sub.call is call or _depends_on(sub, call) for sub in dependant.dependencies)
+
+
 async def _connection(
     request: Request, resources: ResourcesDep
 ) -> AsyncIterator[AsyncConnection[Any]]:
-    if request.method in READ_METHODS:
+    # Reads, and requests that run their own units of work on it, go in autocommit.
+    if request.method in READ_METHODS or _runs_own_units_of_work(request):
         async with reading(resources) as conn:
             yield conn
         return
@@ -129,6 +154,14 @@ async def _connection(
 # scope="function": the transaction ends when the endpoint returns, before the response is
 # sent, so a client never sees a success that then fails to commit.
 Conn = Annotated[AsyncConnection[Any], Depends(_connection, scope="function")]
+
+
+async def _work(conn: Conn) -> Work:
+    return Work(conn)
+
+
+WorkDep = Annotated[Work, Depends(_work)]
+"""The request's connection for units of work the endpoint runs itself (see `api.work`)."""
 
 
 def _printable(text: str) -> str:
@@ -163,7 +196,28 @@ bearer = HTTPBearer(
 )
 
 
+def access_claims(request: Request, resources: Resources, token: str) -> AccessClaims:
+    """The token's claims, decoded once per request whoever asks (the limiter, the caller).
+
+    Raises InvalidTokenError or TokenExpiredError as the codec does, each time it is asked.
+    """
+    cached: tuple[str, AccessClaims | ApiError] | None = getattr(
+        request.state, "access_claims", None
+    )
+    if cached is None or cached[0] != token:
+        try:
+            outcome: AccessClaims | ApiError = resources.sessions.codec.verify(token)
+        except (InvalidTokenError, TokenExpiredError) as exc:
+            outcome = exc
+        cached = (token, outcome)
+        request.state.access_claims = cached
+    if isinstance(cached[1], ApiError):
+        raise cached[1]
+    return cached[1]
+
+
 async def _principal(
+    request: Request,
     conn: Conn,
     resources: ResourcesDep,
     client: ClientDep,
@@ -171,7 +225,7 @@ async def _principal(
 ) -> Principal:
     if credentials is None:
         raise MissingTokenError
-    claims = resources.sessions.codec.verify(credentials.credentials)
+    claims = access_claims(request, resources, credentials.credentials)
     return await auth_service.authenticate(conn, resources.sessions, claims, client)
 
 
@@ -206,13 +260,17 @@ async def rate_limit(request: Request, response: Response, resources: ResourcesD
         return
     # The matched route is the endpoint's own APIRoute; its name is the handler's name.
     endpoint = str(getattr(request.scope.get("route"), "name", "") or "")
-    # Only a peek at the token to pick the user's budget; the endpoint's own dependency
-    # verifies it properly (and checks the session) afterwards.
+    # The token picks the user's budget; the endpoint's own dependency reuses this decoding
+    # and checks the session afterwards. A bad token counts against the IP only here, and is
+    # refused by that dependency.
     claims = None
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        claims = resources.sessions.codec.verify_or_none(token.strip())
+    if scheme.lower() == "bearer" and token.strip():
+        try:
+            claims = access_claims(request, resources, token.strip())
+        except (InvalidTokenError, TokenExpiredError):
+            claims = None
     window = await limiter.check(
         ip=client_ip_key(request),
         endpoint=endpoint,

@@ -11,8 +11,11 @@ import functools
 import typing
 from typing import Annotated, Final, Self
 
+from fastapi import Path
 from pydantic import AfterValidator, BaseModel, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
+
+from protocol.topics import VEHICLE_ID_PATTERN
 
 # One printable character, or printable text that neither starts nor ends with a blank.
 PRINTABLE_TRIMMED: Final = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
@@ -36,6 +39,12 @@ Email = Annotated[
     str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN), AfterValidator(str.lower)
 ]
 """An email address, stored and compared lower-cased."""
+
+
+# Vehicle ids are MQTT topic levels: a path parameter no vehicle can have never reaches the
+# database.
+VehicleIdPath = Annotated[str, Path(pattern=VEHICLE_ID_PATTERN, description="The vehicle's id.")]
+"""A vehicle id in a URL path."""
 
 
 # A PATCH may leave any field out; it may send null only for the optional ones. For the

@@ -100,6 +100,11 @@ class ApiSettings(FleetSettings, FileStoreSettings):
     """FREECAR_API_ADMIN_NETWORKS: if set, /v1/admin answers only these networks (CIDR list)."""
     api_docs: bool = True
     """FREECAR_API_DOCS: serve /docs, /redoc and /openapi.json."""
+    # Development mode signs anyone in (dev login) and may sign tokens with a throwaway key:
+    # `freecar api` binds it to a network address only when told so, and dev login answers
+    # only loopback clients even then.
+    api_allow_development_on_network: bool = False
+    """FREECAR_API_ALLOW_DEVELOPMENT_ON_NETWORK: let development mode bind a non-loopback host."""
 
     api_rate_limits: bool = True
     """FREECAR_API_RATE_LIMITS: enforce the budgets below (off only for load tests)."""
@@ -117,6 +122,11 @@ class ApiSettings(FleetSettings, FileStoreSettings):
         default_factory=lambda: dict(DEFAULT_ENDPOINT_BUDGETS)
     )
     """FREECAR_API_RATE_LIMIT_ENDPOINTS: JSON {"endpoint_name": "budget"}, per user or IP."""
+
+    # A returned car needs a look, a wipe and sometimes a charge before the next rider; 15
+    # minutes is what operators schedule, and it absorbs a rider who returns a little late.
+    api_booking_buffer_s: int = Field(default=900, ge=0, le=86_400)
+    """FREECAR_API_BOOKING_BUFFER_S: free time kept before and after every booking."""
 
     # Each request holds one connection for its transaction. Ten per process serves
     # hundreds of requests a second with millisecond queries; several API processes behind

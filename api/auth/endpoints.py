@@ -67,14 +67,16 @@ async def staff_sign_in(
 @dev_router.post(
     "/dev-login",
     summary="Development only: sign in as anyone",
-    responses=error_responses(403),
+    responses=error_responses(403, 409),
 )
 async def dev_login(
     body: DevLogin, conn: Conn, resources: ResourcesDep, client: ClientDep
 ) -> TokenPair:
-    """Sign in as `username` with `role`, no WeChat or password.
+    """Sign in as `username`, no WeChat or password; a new account gets `role`.
 
-    Exists only when FREECAR_ENV=development: for the demo and for trying the API from /docs.
+    Exists only when FREECAR_ENV=development (for the demo and for trying the API from
+    /docs), and answers only clients on this machine (403 `dev_login_not_local`). It never
+    changes an existing account's role (409 `dev_login_role_mismatch`).
     """
     return await service.dev_login(
         conn,

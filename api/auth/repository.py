@@ -96,11 +96,13 @@ _UPSERT_WECHAT_ACCOUNT: LiteralString = """
     RETURNING id, role, status, display_name, (xmax = 0) AS created
 """
 
-# Development sign-in: `dev:` cannot begin a real openid, so these never meet WeChat's.
+# Development sign-in: `dev:` cannot begin a real openid, so these never meet WeChat's. An
+# existing account comes back as it is: the update only makes RETURNING give its row, and
+# never touches the role (a sign-in must not promote anyone).
 _UPSERT_DEV_ACCOUNT: LiteralString = """
     INSERT INTO users (wechat_openid, role, display_name)
     VALUES ('dev:' || %(username)s, %(role)s, %(username)s)
-    ON CONFLICT (wechat_openid) DO UPDATE SET role = EXCLUDED.role, updated_at = now()
+    ON CONFLICT (wechat_openid) DO UPDATE SET wechat_openid = users.wechat_openid
     RETURNING id, role, status, display_name, (xmax = 0) AS created
 """
 
@@ -210,7 +212,7 @@ async def upsert_wechat_account(
 
 
 async def upsert_dev_account(conn: AsyncConnection[Any], username: str, role: str) -> Account:
-    """The development account `username`, created or given `role`."""
+    """The development account `username`: created with `role`, or as it is if it exists."""
     async with conn.cursor(row_factory=class_row(Account)) as cur:
         await cur.execute(_UPSERT_DEV_ACCOUNT, {"username": username, "role": role})
         row = await cur.fetchone()

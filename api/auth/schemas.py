@@ -58,15 +58,21 @@ class StaffSignIn(BaseModel):
 
 
 class DevLogin(BaseModel):
-    """Development only: sign in as any username and role, no WeChat or password."""
+    """Development only: sign in as any username, no WeChat or password."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"username": "demo", "role": "customer"}]},
+        json_schema_extra={
+            "examples": [{"username": "demo"}, {"username": "ops", "role": "admin"}]
+        },
     )
 
     username: DevUsername = "demo"
-    role: Role = Role.CUSTOMER
+    role: Role | None = Field(
+        default=None,
+        description="The role of a new account (customer when left out). An existing account "
+        "keeps its role: asking for another one is 409 `dev_login_role_mismatch`.",
+    )
     device: ShortText | None = _DEVICE
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from api.auth import repository
 from api.auth.passwords import hash_password_async, needs_rehash, verify_password
 from api.auth.schemas import SessionList, SessionOut, SignedInUser, TokenPair
-from api.errors import ForbiddenError, SessionRevokedError, UnauthorizedError
+from api.errors import ConflictError, ForbiddenError, SessionRevokedError, UnauthorizedError
 from api.identity import Client, Principal, Role, UserStatus
 from api.ownership import owned_or_404
 from api.users.repository import record_audit
@@ -75,6 +75,23 @@ class AccountSuspendedError(ForbiddenError):
     code = "account_suspended"
     default_message = "this account is suspended"
     keeps_changes = True  # the refused attempt stays in the account's history
+
+
+class DevLoginNotLocalError(ForbiddenError):
+    """Dev login answers only this machine: anyone who reaches it may be anyone."""
+
+    code = "dev_login_not_local"
+    default_message = (
+        "dev login answers only clients on this machine (a loopback address); sign in "
+        "with WeChat or as staff instead"
+    )
+
+
+class DevLoginRoleMismatchError(ConflictError):
+    """The account exists with another role, and dev login never changes a role."""
+
+    code = "dev_login_role_mismatch"
+    default_message = "this account has another role; dev login never changes a role"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,12 +243,24 @@ async def dev_login(  # noqa: PLR0913 - the sign-in's facts, each needed
     policy: SessionPolicy,
     *,
     username: str,
-    role: Role,
+    role: Role | None,
     device: str | None,
     client: Client,
 ) -> TokenPair:
-    """Development only: sign in as `username` with `role`, creating the account."""
-    account = await repository.upsert_dev_account(conn, username, role.value)
+    """Development only: sign in as `username`, created with `role` (customer by default).
+
+    Only from this machine, and never a change of role: an existing account signs in as it
+    is (409 `dev_login_role_mismatch` when another role is asked for).
+    """
+    if not client.is_local:
+        raise DevLoginNotLocalError
+    account = await repository.upsert_dev_account(conn, username, (role or Role.CUSTOMER).value)
+    if role is not None and account.role != role.value:
+        raise DevLoginRoleMismatchError(
+            f"{username} is a {account.role} and dev login never changes a role; sign in "
+            f"without a role, or as another username to get a new {role.value}",
+            details={"username": username, "role": account.role, "requested": role.value},
+        )
     return await _open_session(
         conn,
         policy,

@@ -144,13 +144,6 @@ class TokenCodec:
         self._check(claims)
         return claims
 
-    def verify_or_none(self, token: str) -> AccessClaims | None:
-        """The token's claims, or None when it is not valid (for rate limiting only)."""
-        try:
-            return self.verify(token)
-        except (InvalidTokenError, TokenExpiredError):
-            return None
-
     def _check(self, claims: AccessClaims) -> None:
         if claims.aud != self.audience:
             raise InvalidTokenError("token is for another audience")

@@ -13,6 +13,7 @@ from api.errors import error_responses
 from api.event_rules import service
 from api.event_rules.auth import EventRuleManager
 from api.event_rules.schemas import EventRule, EventRuleCreate, EventRulePage, EventRuleUpdate
+from api.pagination import CURSOR_RESPONSES, CursorQuery
 from db.event_rules import EventKindName
 
 admin_router = APIRouter(
@@ -51,7 +52,7 @@ async def create_event_rule(
     return await service.create_rule(conn, staff, body)
 
 
-@admin_router.get("", summary="List event rules")
+@admin_router.get("", summary="List event rules", responses=CURSOR_RESPONSES)
 async def list_event_rules(  # noqa: PLR0913 - one per filter
     *,
     _staff: EventRuleManager,
@@ -61,15 +62,12 @@ async def list_event_rules(  # noqa: PLR0913 - one per filter
         int | None, Query(ge=1, le=2**63 - 1, description="Only the rules of this fence.")
     ] = None,
     enabled: bool | None = None,
-    cursor: Annotated[
-        str | None,
-        Query(pattern=service.CURSOR_PATTERN, description="`next_cursor` of the previous page."),
-    ] = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> EventRulePage:
     """In id order, optionally of one kind, one fence, or only (not) enabled. Staff only.
 
-    Keep the same filters while following `next_cursor`.
+    Keep the same filters while following `next_cursor` (409 `invalid_cursor` otherwise).
     """
     return await service.list_rules(
         conn, kind=kind, geofence_id=geofence_id, enabled=enabled, cursor=cursor, limit=limit

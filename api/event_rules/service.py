@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from psycopg.errors import ForeignKeyViolation, UniqueViolation
 
+from api import pagination
 from api.errors import ConflictError, NotFoundError
 from api.event_rules import repository
 from api.event_rules.schemas import EventRule, EventRulePage
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
     from db.event_rules import EventKindName
 
 log = logging.getLogger(__name__)
-
-# A cursor is the last id of the previous page; 18 digits stay below bigint's maximum, so
-# every cursor the schema admits is one this code can read.
-CURSOR_PATTERN: Final = r"^[0-9]{1,18}$"
 
 # Commands no event should issue by itself. An automatic unlock opens a car to whoever
 # stands beside it; an automatic mobilize undoes the immobilize that a theft set off. Both
@@ -181,16 +178,21 @@ async def list_rules(  # noqa: PLR0913 - one per filter
     limit: int,
 ) -> EventRulePage:
     """A page of rules in id order, filtered by kind, fence and enabled."""
+    filters = pagination.fingerprint(
+        {"list": "event_rules", "kind": kind, "geofence_id": geofence_id, "enabled": enabled}
+    )
+    after_id = 0
+    if cursor is not None:
+        (last_id,) = pagination.decode_cursor(cursor, (int,), filters).key
+        assert isinstance(last_id, int)  # the shape says so
+        after_id = last_id
     rows = await repository.list_rules(
         conn,
         kind=None if kind is None else kind.value,
         geofence_id=geofence_id,
         enabled=enabled,
-        after_id=0 if cursor is None else int(cursor),
+        after_id=after_id,
         limit=limit + 1,  # one more tells whether a next page exists
     )
-    page = rows[:limit]
-    return EventRulePage(
-        items=[_view(rule) for rule in page],
-        next_cursor=str(page[-1].id) if len(rows) > limit else None,
-    )
+    page = pagination.next_page(rows, limit, lambda rule: (rule.id,), filters)
+    return EventRulePage(items=[_view(rule) for rule in page.rows], next_cursor=page.next_cursor)

@@ -10,6 +10,7 @@ from api.errors import error_responses
 from api.events import service
 from api.events.auth import EventsReader
 from api.events.schemas import EventPage
+from api.pagination import CURSOR_RESPONSES, CursorQuery
 from db.event_rules import EventKindName
 from protocol.topics import VEHICLE_ID_PATTERN
 
@@ -25,7 +26,7 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 500
 
 
-@admin_router.get("", summary="Find events")
+@admin_router.get("", summary="Find events", responses=CURSOR_RESPONSES)
 async def list_events(  # noqa: PLR0913 - one per filter
     *,
     _staff: EventsReader,
@@ -44,18 +45,15 @@ async def list_events(  # noqa: PLR0913 - one per filter
         AwareDatetime | None,
         Query(alias="to", description="Events before this time (with a UTC offset)."),
     ] = None,
-    cursor: Annotated[
-        str | None,
-        Query(pattern=service.CURSOR_PATTERN, description="`next_cursor` of the previous page."),
-    ] = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> EventPage:
     """Newest first, filtered by vehicle, kinds, geofence and time. Staff only.
 
     The window is `from` (included) to `to` (excluded); an empty window finds nothing.
-    Filters that do not parse (an unknown kind, a time without a UTC offset, a malformed
-    cursor) answer 422 `validation_error`. Keep the same filters while following
-    `next_cursor`.
+    Filters that do not parse (an unknown kind, a time without a UTC offset) answer 422
+    `validation_error`. Keep the same filters while following `next_cursor`: a cursor that
+    is malformed or was made for other filters answers 409 `invalid_cursor`.
     """
     return await service.list_events(
         conn,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from api import pagination
 from api.events import repository
 from api.events.schemas import Event, EventPage
 
@@ -12,24 +13,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from psycopg import AsyncConnection
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US: Final = timedelta(microseconds=1)
-# A cursor is "<microseconds since 1970>-<event id>". The endpoint's pattern bounds both
-# (16 digits: until the year 2286; 18 digits: below bigint's maximum), so every cursor the
-# schema admits is a position this code can read: a made-up one merely lists older events.
-CURSOR_PATTERN: Final = r"^[0-9]{1,16}-[0-9]{1,18}$"
-
-
-def encode_cursor(ts: datetime, event_id: int) -> str:
-    """The cursor for the position after (older than) this event."""
-    return f"{max(0, (ts - _EPOCH) // _ONE_US)}-{event_id}"
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """The (ts, id) a cursor stands for (one that matched `CURSOR_PATTERN`)."""
-    micros, _, event_id = cursor.partition("-")
-    return _EPOCH + int(micros) * _ONE_US, int(event_id)
 
 
 async def list_events(  # noqa: PLR0913 - one per filter
@@ -44,18 +27,34 @@ async def list_events(  # noqa: PLR0913 - one per filter
     limit: int,
 ) -> EventPage:
     """A page of events matching the filters, newest first (`from` >= `to` finds none)."""
+    kinds = sorted(set(kinds)) if kinds else None
+    filters = pagination.fingerprint(
+        {
+            "list": "events",
+            "vehicle_id": vehicle_id,
+            "kinds": kinds,
+            "geofence_id": geofence_id,
+            "from": None if since is None else since.isoformat(),
+            "to": None if until is None else until.isoformat(),
+        }
+    )
+    before = None
+    if cursor is not None:
+        ts, event_id = pagination.decode_cursor(cursor, (datetime, int), filters).key
+        assert isinstance(ts, datetime)  # the shape says so
+        assert isinstance(event_id, int)
+        before = (ts, event_id)
     rows = await repository.list_events(
         conn,
         vehicle_id=vehicle_id,
-        kinds=kinds or None,
+        kinds=kinds,
         geofence_id=geofence_id,
         since=since,
         until=until,
-        before=None if cursor is None else decode_cursor(cursor),
+        before=before,
         limit=limit + 1,  # one more tells whether a next page exists
     )
-    page = rows[:limit]
-    more = len(rows) > limit
+    page = pagination.next_page(rows, limit, lambda row: (row.ts, row.id), filters)
     return EventPage(
         items=[
             Event(
@@ -71,7 +70,7 @@ async def list_events(  # noqa: PLR0913 - one per filter
                 notified_at=r.notified_at,
                 created_at=r.created_at,
             )
-            for r in page
+            for r in page.rows
         ],
-        next_cursor=encode_cursor(page[-1].ts, page[-1].id) if more else None,
+        next_cursor=page.next_cursor,
     )

@@ -1,9 +1,10 @@
 """Bulk create and update from CSV or JSON: every row applies, or none does.
 
 Rows are validated with the same models as the single-vehicle endpoints, then applied one
-by one inside the request's transaction (each in a savepoint, so one refusal does not hide
-the next). Any problem anywhere raises BulkRejectedError listing every row's problems, and
-the request's unit of work rolls the whole batch back.
+by one in one unit of work (each in a savepoint, so one refusal does not hide the next).
+Any problem anywhere raises BulkRejectedError listing every row's problems, and the unit
+of work rolls the whole batch back. Once it is committed, the broker gets the new logins
+and refuses the retired ones.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from api.errors import ApiError
-from api.fleet import service
+from api.fleet import broker, service
 from api.fleet.schemas import (
     BulkOp,
+    BulkResult,
+    BulkRowResult,
     RowError,
+    Vehicle,
     VehicleCreate,
     VehicleUpdate,
     VinCheckMode,
@@ -28,6 +32,9 @@ from api.fleet.schemas import (
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
+
+    from api.fleet.settings import FleetSettings
+    from api.work import Work
 
 # A fleet's delivery batch fits easily; beyond this, split the file (one transaction holds
 # a lock on every row it touches until it commits).
@@ -192,14 +199,24 @@ def _validation_errors(number: int, exc: ValidationError) -> list[RowError]:
     return list(by_field.values())
 
 
+def parse_body(media_type: str, body: bytes) -> list[Row]:
+    """The rows of a CSV (`text/csv`) or JSON body; 415 for anything else."""
+    if media_type in {"text/csv", "application/csv"}:
+        return parse_csv(body)
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return parse_json(body)
+    raise UnsupportedMediaTypeError
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """One applied row."""
+    """One applied row: the login of a new vehicle, the vehicle a row retired."""
 
     number: int
     op: BulkOp
     vehicle_id: str
-    login: service.IssuedLogin | None
+    login: broker.Login | None
+    retired: Vehicle | None = None
 
 
 async def apply(
@@ -227,7 +244,7 @@ async def apply(
         try:
             if op is BulkOp.CREATE:
                 create = VehicleCreate.model_validate(row.fields)
-                login = await service.create_vehicle(conn, create, vin_check)
+                login = await service.add_vehicle(conn, create, vin_check)
                 applied.append(Applied(row.number, op, create.id, login))
             else:
                 fields = dict(row.fields)
@@ -241,8 +258,12 @@ async def apply(
                     )
                     continue
                 update = VehicleUpdate.model_validate(fields)
-                await service.update_vehicle(conn, vehicle_id, update, vin_check)
-                applied.append(Applied(row.number, op, vehicle_id, None))
+                vehicle, retired_now = await service.change_vehicle(
+                    conn, vehicle_id, update, vin_check
+                )
+                applied.append(
+                    Applied(row.number, op, vehicle_id, None, vehicle if retired_now else None)
+                )
         except ValidationError as exc:
             malformed = True
             errors.extend(_validation_errors(row.number, exc))
@@ -260,3 +281,35 @@ async def apply(
         # 422 when some row breaks the format; 409 when all are well-formed but conflict.
         raise _reject(errors, malformed=malformed)
     return applied
+
+
+async def change_in_bulk(
+    work: Work,
+    settings: FleetSettings,
+    rows: list[Row],
+    default_op: BulkOp | None,
+    vin_check: VinCheckMode,
+) -> BulkResult:
+    """Apply every row in one unit of work; then the broker learns its logins and retirements."""
+    async with work.transaction() as conn:
+        applied = await apply(conn, rows, default_op, vin_check)
+    logins = [row.login for row in applied if row.login is not None]
+    answers = await service.provision_logins(work, settings, logins)
+    for row in applied:
+        if row.retired is not None:
+            await service.withdraw_login(work, settings, row.retired)
+    return BulkResult(
+        created=sum(row.op is BulkOp.CREATE for row in applied),
+        updated=sum(row.op is BulkOp.UPDATE for row in applied),
+        rows=[
+            BulkRowResult(
+                row=row.number,
+                op=row.op,
+                id=row.vehicle_id,
+                credentials=None
+                if row.login is None
+                else service.credentials(row.login, answers[row.vehicle_id], settings.topic_root),
+            )
+            for row in applied
+        ],
+    )

@@ -255,19 +255,18 @@ async def _provision(args: argparse.Namespace, settings: FleetSettings) -> tuple
 
     from api.errors import ApiError
     from api.fleet import service
+    from api.work import Work
 
     url = args.database_url or settings.database_url.get_secret_value()
     try:
-        async with await psycopg.AsyncConnection.connect(url) as conn:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await conn.execute("SET TIME ZONE 'UTC'")
-            login = await service.rotate_login(conn, args.vehicle_id)
-            await conn.commit()  # the database first; the broker follows it
-            outcome = (await service.push_logins(conn, settings, [login]))[login.vehicle_id]
-            await conn.commit()
+            # As the API does: the login is committed, then the broker is told.
+            login = await service.rotate_credentials(Work(conn), settings, args.vehicle_id)
     except ApiError as exc:
         raise _RefusedError(f"{exc.message} ({exc.code})") from exc
     except errors.UndefinedTable as exc:
         raise _RefusedError("the schema is missing; run `freecar migrate` first") from exc
     except psycopg.OperationalError as exc:
         raise _RefusedError(f"cannot reach the database: {exc}") from exc
-    return login.password, outcome.error
+    return login.password, login.broker_error

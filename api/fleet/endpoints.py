@@ -1,24 +1,21 @@
 """/v1/admin/vehicles: the fleet's records, bulk changes, photos and MQTT logins (staff only).
 
-Changes the broker must follow (a new login, a retirement) are committed first and pushed
-to the broker right after, inside the same request, so the answer says whether the broker
-took them (`broker_provisioned`, `broker_disabled`). The database is the record: a change
-the broker missed is retried by rotating the login or retiring again.
+HTTP only; the rules are in `service`, `bulk` and `images`. Changes the broker must follow
+(a new login, a retirement) take `WorkDep`: the service commits the change, then tells the
+broker, so the answer says whether the broker took them (`broker_provisioned`,
+`broker_disabled`). The database is the record: a change the broker missed is retried by
+rotating the login or retiring again.
 """
 
-import asyncio
-import logging
-import time
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Path, Query, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Query, Request, UploadFile
 from fastapi import status as http_status
 from pydantic import TypeAdapter
 
-from api.deps import Conn, ResourcesDep, SettingsDep, admin_network_guard
-from api.errors import NotFoundError, error_responses
+from api.deps import Conn, ResourcesDep, SettingsDep, WorkDep, admin_network_guard
+from api.errors import error_responses
 from api.fleet import bulk, images, service
 from api.fleet.auth import FleetStaff
 from api.fleet.files import FileStoreDep
@@ -27,8 +24,6 @@ from api.fleet.schemas import (
     BulkOp,
     BulkResult,
     BulkRow,
-    BulkRowResult,
-    Category,
     MqttCredentials,
     RetireResult,
     Vehicle,
@@ -37,17 +32,12 @@ from api.fleet.schemas import (
     VehicleImage,
     VehicleImageList,
     VehiclePage,
-    VehicleStatus,
     VehicleUpdate,
     VinCheckMode,
 )
-from core.filestore import FileStore
-from core.images import image_key
-from db import vehicle_images
-from jobs.names import VEHICLE_IMAGE_VARIANTS_TASK
-from protocol.topics import VEHICLE_ID_PATTERN
-
-log = logging.getLogger(__name__)
+from api.pagination import CURSOR_RESPONSES, CursorQuery
+from api.schemas import VehicleIdPath
+from db.vehicle_vocabulary import Category, VehicleStatus
 
 router = APIRouter(
     prefix="/admin/vehicles",
@@ -60,7 +50,6 @@ router = APIRouter(
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
-VehicleIdPath = Annotated[str, Path(pattern=VEHICLE_ID_PATTERN, description="The vehicle's id.")]
 VinCheckQuery = Annotated[
     VinCheckMode | None,
     Query(
@@ -109,26 +98,19 @@ VinMode = Annotated[VinCheckMode, Depends(_vin_mode)]
     responses=error_responses(409),
 )
 async def create_vehicle(
-    body: VehicleCreate, _staff: FleetStaff, conn: Conn, settings: SettingsDep, vin_mode: VinMode
+    body: VehicleCreate, _staff: FleetStaff, work: WorkDep, settings: SettingsDep, vin_mode: VinMode
 ) -> VehicleCreated:
     """Add a vehicle and issue its MQTT login, shown this once.
 
-    409 `vehicle_exists`, `plate_taken`, `vin_taken`; 422 `vin_check_digit` when the VIN's
-    check digit is wrong (see `vin_check`). `credentials.broker_provisioned` says whether the
+    409 `vehicle_exists`, `plate_taken`, `vin_taken`, `vin_check_digit` (the VIN's check
+    digit is wrong; see `vin_check`). `credentials.broker_provisioned` says whether the
     broker took the login; when false, `broker_error` says why (no dynamic security, broker
     down) and `POST .../credentials` retries.
     """
-    login = await service.create_vehicle(conn, body, vin_mode)
-    await conn.commit()  # the database first; the broker follows what is committed
-    outcome = (await service.push_logins(conn, settings, [login]))[login.vehicle_id]
-    vehicle = await service.get_vehicle(conn, body.id)
-    return VehicleCreated(
-        **vehicle.model_dump(),
-        credentials=service.credentials(login, outcome, settings.topic_root),
-    )
+    return await service.create_vehicle(work, settings, body, vin_mode)
 
 
-@router.get("", summary="Find vehicles")
+@router.get("", summary="Find vehicles", responses=CURSOR_RESPONSES)
 async def list_vehicles(  # noqa: PLR0913 - one per filter
     *,
     _staff: FleetStaff,
@@ -143,25 +125,16 @@ async def list_vehicles(  # noqa: PLR0913 - one per filter
     ] = None,
     status: VehicleStatus | None = None,
     category: Category | None = None,
-    cursor: Annotated[
-        str | None,
-        Query(
-            pattern=service.CURSOR_PATTERN,
-            description="`next_cursor` of the previous page (opaque: pass it back as is).",
-        ),
-    ] = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> VehiclePage:
-    """Newest first, filtered by status, category and text; page with `cursor`."""
-    items, next_cursor = await service.list_vehicles(
-        conn,
-        status=status,
-        category=None if category is None else category.value,
-        query=q,
-        cursor=cursor,
-        limit=limit,
+    """Newest first, filtered by status, category and text; page with `cursor`.
+
+    409 `invalid_cursor` for a cursor that is malformed or was made for other filters.
+    """
+    return await service.list_vehicles(
+        conn, status=status, category=category, query=q, cursor=cursor, limit=limit
     )
-    return VehiclePage(items=items, next_cursor=next_cursor)
 
 
 @router.post(
@@ -181,9 +154,10 @@ async def list_vehicles(  # noqa: PLR0913 - one per filter
     },
 )
 async def bulk_vehicles(
+    *,
     request: Request,
     _staff: FleetStaff,
-    conn: Conn,
+    work: WorkDep,
     settings: SettingsDep,
     vin_mode: VinMode,
     op: Annotated[
@@ -200,35 +174,12 @@ async def bulk_vehicles(
     fields, `home_lat` and `home_lon`; `features` separated by `;`), empty cells left out.
     CSV is not among the schema's media types because no schema can say which CSV texts
     are valid. `op` comes from the row or the `op` parameter. At most 1000 rows. New
-    vehicles' logins are in `rows[].credentials`, shown this once.
+    vehicles' logins are in `rows[].credentials`, shown this once; rows that retire a
+    vehicle also disable its login.
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
-    if media_type in {"text/csv", "application/csv"}:
-        rows = bulk.parse_csv(body)
-    elif media_type == "application/json" or media_type.endswith("+json"):
-        rows = bulk.parse_json(body)
-    else:
-        raise bulk.UnsupportedMediaTypeError
-    applied = await bulk.apply(conn, rows, op, vin_mode)
-    await conn.commit()  # every row is in; now the broker learns the new logins
-    logins = [row.login for row in applied if row.login is not None]
-    outcomes = await service.push_logins(conn, settings, logins) if logins else {}
-    return BulkResult(
-        created=sum(row.op is BulkOp.CREATE for row in applied),
-        updated=sum(row.op is BulkOp.UPDATE for row in applied),
-        rows=[
-            BulkRowResult(
-                row=row.number,
-                op=row.op,
-                id=row.vehicle_id,
-                credentials=None
-                if row.login is None
-                else service.credentials(row.login, outcomes[row.vehicle_id], settings.topic_root),
-            )
-            for row in applied
-        ],
-    )
+    rows = bulk.parse_body(media_type, await request.body())
+    return await bulk.change_in_bulk(work, settings, rows, op, vin_mode)
 
 
 @router.get("/{vehicle_id}", summary="One vehicle", responses=error_responses(404))
@@ -239,10 +190,11 @@ async def get_vehicle(vehicle_id: VehicleIdPath, _staff: FleetStaff, conn: Conn)
 
 @router.patch("/{vehicle_id}", summary="Change a vehicle", responses=error_responses(404, 409))
 async def update_vehicle(
+    *,
     vehicle_id: VehicleIdPath,
     body: VehicleUpdate,
     _staff: FleetStaff,
-    conn: Conn,
+    work: WorkDep,
     settings: SettingsDep,
     vin_mode: VinMode,
 ) -> Vehicle:
@@ -252,30 +204,18 @@ async def update_vehicle(
     retired is final (409 `invalid_status_transition`). Retiring here also disables the
     vehicle's login, as `POST .../retire` does.
     """
-    before = await service.get_vehicle(conn, vehicle_id)
-    vehicle = await service.update_vehicle(conn, vehicle_id, body, vin_mode)
-    if vehicle.status is VehicleStatus.RETIRED and before.status is not VehicleStatus.RETIRED:
-        await conn.commit()
-        await service.disable_login(conn, settings, vehicle)
-        vehicle = await service.get_vehicle(conn, vehicle_id)
-    return vehicle
+    return await service.update_vehicle(work, settings, vehicle_id, body, vin_mode)
 
 
 @router.post("/{vehicle_id}/retire", summary="Retire a vehicle", responses=error_responses(404))
 async def retire_vehicle(
-    vehicle_id: VehicleIdPath, _staff: FleetStaff, conn: Conn, settings: SettingsDep
+    vehicle_id: VehicleIdPath, _staff: FleetStaff, work: WorkDep, settings: SettingsDep
 ) -> RetireResult:
     """Retire it for good and make the broker refuse its login.
 
     Idempotent: retiring again retries the broker when `broker_disabled` was false.
     """
-    vehicle = await service.retire_vehicle(conn, vehicle_id)
-    await conn.commit()
-    outcome = await service.disable_login(conn, settings, vehicle)
-    vehicle = await service.get_vehicle(conn, vehicle_id)
-    return RetireResult(
-        **vehicle.model_dump(), broker_disabled=outcome.ok, broker_error=outcome.error
-    )
+    return await service.retire_vehicle(work, settings, vehicle_id)
 
 
 @router.post(
@@ -284,49 +224,16 @@ async def retire_vehicle(
     responses=error_responses(404, 409),
 )
 async def rotate_credentials(
-    vehicle_id: VehicleIdPath, _staff: FleetStaff, conn: Conn, settings: SettingsDep
+    vehicle_id: VehicleIdPath, _staff: FleetStaff, work: WorkDep, settings: SettingsDep
 ) -> MqttCredentials:
     """A new password (shown this once); the old one stops working when the broker takes it.
 
     Also pushes a login the broker missed. 409 `invalid_status_transition` when retired.
     """
-    login = await service.rotate_login(conn, vehicle_id)
-    await conn.commit()
-    outcome = (await service.push_logins(conn, settings, [login]))[login.vehicle_id]
-    return service.credentials(login, outcome, settings.topic_root)
+    return await service.rotate_credentials(work, settings, vehicle_id)
 
 
 # --- images -------------------------------------------------------------------------------------
-
-
-def _image_view(row: vehicle_images.ImageRow, store: FileStore, ttl_s: int) -> VehicleImage:
-    variants = {
-        name: store.signed_url(str(variant["key"]), ttl_s)
-        for name, variant in sorted(row.variants.items())
-        if isinstance(variant, dict) and "key" in variant
-    }
-    return VehicleImage(
-        id=row.id,
-        vehicle_id=row.vehicle_id,
-        content_type=row.content_type,
-        width=row.width,
-        height=row.height,
-        size_bytes=row.size_bytes,
-        status=row.status,
-        url=store.signed_url(row.key, ttl_s),
-        variants=variants,
-        urls_expire_at=datetime.fromtimestamp(time.time() + ttl_s, tz=UTC),
-        created_at=row.created_at,
-    )
-
-
-def queue_variants(celery: Any, image_id: uuid.UUID) -> None:  # noqa: ANN401 - celery is untyped
-    """Queue the variants task (runs after the response, so after the commit)."""
-    try:
-        celery.send_task(VEHICLE_IMAGE_VARIANTS_TASK, args=[str(image_id)])
-    except Exception:
-        # The image stays `pending`; uploading again or running the task by hand fixes it.
-        log.exception("could not queue %s for image %s", VEHICLE_IMAGE_VARIANTS_TASK, image_id)
 
 
 @router.post(
@@ -351,35 +258,12 @@ async def upload_image(  # noqa: PLR0913 - the request's parts
     413 over FREECAR_FLEET_IMAGE_MAX_BYTES; 409 `image_dimensions` outside the pixel limits.
     Thumbnails are made by the worker after the upload commits (`status` pending -> ready).
     """
-    await service.get_vehicle(conn, vehicle_id)
     data = await file.read(settings.fleet_image_max_bytes + 1)
-    checked = await asyncio.to_thread(
-        images.check_upload,
-        data,
-        max_bytes=settings.fleet_image_max_bytes,
-        min_side=settings.fleet_image_min_side_px,
-        max_side=settings.fleet_image_max_side_px,
-    )
-    image_id = uuid.uuid4()
-    key = image_key(vehicle_id, image_id, f"original.{checked.extension}")
-    # Stored before the row commits, so the worker always finds the file the row names.
-    await asyncio.to_thread(store.put, key, checked.data, content_type=checked.content_type)
-    row = await vehicle_images.insert_image(
-        conn,
-        {
-            "id": image_id,
-            "vehicle_id": vehicle_id,
-            "key": key,
-            "content_type": checked.content_type,
-            "width": checked.width,
-            "height": checked.height,
-            "size_bytes": len(checked.data),
-        },
-    )
+    image = await images.upload(conn, store, settings, vehicle_id, data)
     # Background tasks run after the response is sent, and the response is sent only after
     # the request's transaction committed: the worker never looks for an uncommitted row.
-    background.add_task(queue_variants, resources.celery, image_id)
-    return _image_view(row, store, settings.fleet_image_url_ttl_s)
+    background.add_task(images.queue_variants, resources.celery, image.id)
+    return image
 
 
 @router.get("/{vehicle_id}/images", summary="A vehicle's photos", responses=error_responses(404))
@@ -391,19 +275,7 @@ async def list_images(
     store: FileStoreDep,
 ) -> VehicleImageList:
     """Oldest first, with signed links that expire after FREECAR_FLEET_IMAGE_URL_TTL_S."""
-    await service.get_vehicle(conn, vehicle_id)
-    rows = await vehicle_images.list_images(conn, vehicle_id)
-    return VehicleImageList(
-        items=[_image_view(row, store, settings.fleet_image_url_ttl_s) for row in rows]
-    )
-
-
-def _delete_files(store: FileStore, keys: list[str]) -> None:
-    for key in keys:
-        try:
-            store.delete(key)
-        except Exception:  # a file left behind costs storage, not correctness
-            log.exception("could not delete %s", key)
+    return await images.list_images(conn, store, settings, vehicle_id)
 
 
 @router.delete(
@@ -413,6 +285,7 @@ def _delete_files(store: FileStore, keys: list[str]) -> None:
     responses=error_responses(404),
 )
 async def delete_image(
+    *,
     vehicle_id: VehicleIdPath,
     image_id: uuid.UUID,
     _staff: FleetStaff,
@@ -421,12 +294,5 @@ async def delete_image(
     background: BackgroundTasks,
 ) -> None:
     """The record goes at once; its files are removed after the commit."""
-    row = await vehicle_images.delete_image(conn, vehicle_id, image_id)
-    if row is None:
-        raise NotFoundError("image not found")
-    keys = [row.key] + [
-        str(variant["key"])
-        for variant in row.variants.values()
-        if isinstance(variant, dict) and "key" in variant
-    ]
-    background.add_task(_delete_files, store, keys)
+    keys = await images.delete_image(conn, vehicle_id, image_id)
+    background.add_task(images.delete_files, store, keys)

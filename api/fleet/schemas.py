@@ -18,6 +18,7 @@ from pydantic import (
 
 from api.fleet.settings import VinCheck
 from api.schemas import Keep, PatchBody
+from db.vehicle_vocabulary import Category, Feature, FuelType, VehicleStatus
 from protocol.topics import VEHICLE_ID_PATTERN
 
 # ISO 4217 codes in circulation (2024); an unknown code is refused by the schema.
@@ -65,59 +66,6 @@ Price = Annotated[int, Field(ge=0, le=2_000_000_000)]
 Year = Annotated[int, Field(ge=1950, le=2100)]
 Seats = Annotated[int, Field(ge=1, le=12)]
 Mileage = Annotated[float, Field(ge=0, le=10_000_000, allow_inf_nan=False)]
-
-
-class Category(StrEnum):
-    """What riders search by."""
-
-    ECONOMY = "economy"
-    STANDARD = "standard"
-    LUXURY = "luxury"
-    SUV = "suv"
-    ELECTRIC = "electric"
-
-
-class FuelType(StrEnum):
-    """What the car runs on."""
-
-    PETROL = "petrol"
-    DIESEL = "diesel"
-    HYBRID = "hybrid"
-    ELECTRIC = "electric"
-
-
-class Feature(StrEnum):
-    """The fixed vocabulary of equipment riders can filter on."""
-
-    GPS = "gps"
-    BLUETOOTH = "bluetooth"
-    BACKUP_CAMERA = "backup_camera"
-    CHILD_SEAT = "child_seat"
-    USB_CHARGING = "usb_charging"
-    APPLE_CARPLAY = "apple_carplay"
-    ANDROID_AUTO = "android_auto"
-    HEATED_SEATS = "heated_seats"
-    SUNROOF = "sunroof"
-    CRUISE_CONTROL = "cruise_control"
-    PARKING_SENSORS = "parking_sensors"
-    ROOF_RACK = "roof_rack"
-    BIKE_RACK = "bike_rack"
-    TOW_BAR = "tow_bar"
-    ALL_WHEEL_DRIVE = "all_wheel_drive"
-    AUTOMATIC = "automatic"
-    PET_FRIENDLY = "pet_friendly"
-    WHEELCHAIR_ACCESSIBLE = "wheelchair_accessible"
-    DASHCAM = "dashcam"
-    FAST_CHARGING = "fast_charging"
-
-
-class VehicleStatus(StrEnum):
-    """Where a vehicle is in its life."""
-
-    AVAILABLE = "available"
-    RENTED = "rented"
-    MAINTENANCE = "maintenance"
-    RETIRED = "retired"
 
 
 # Everything but retirement goes through `available`; retirement is possible from anywhere

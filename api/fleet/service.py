@@ -1,40 +1,50 @@
-"""Fleet rules: VINs, status transitions, credentials, bulk changes. Never commits."""
+"""Fleet rules: VINs, status transitions, vehicle logins, and the commands that change them.
+
+Functions that take a connection work inside the caller's unit of work and never commit.
+The commands that the broker must follow (a new login, a retirement) take `Work`: they run
+the change as a unit of work of its own, tell the broker once it is committed, and record
+the broker's answer in another (see `api.work`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
+import psycopg
 from argon2 import PasswordHasher
 from psycopg.errors import UniqueViolation
 
+from api import pagination
 from api.errors import ApiError, ConflictError, NotFoundError
-from api.fleet import repository
+from api.fleet import broker, repository
 from api.fleet.schemas import (
     TRANSITIONS,
     BrokerState,
     Location,
     MqttCredentials,
+    RetireResult,
     Vehicle,
     VehicleCreate,
-    VehicleStatus,
+    VehicleCreated,
+    VehiclePage,
     VehicleUpdate,
     VinCheckMode,
 )
-from broker.provisioning import DynsecClient, ProvisioningError
+from db.vehicle_vocabulary import Category, VehicleStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping
 
     from psycopg import AsyncConnection
     from pydantic import JsonValue
 
     from api.fleet.repository import VehicleRow
     from api.fleet.settings import FleetSettings
+    from api.work import Work
 
 log = logging.getLogger(__name__)
 
@@ -192,25 +202,6 @@ def _columns(model: VehicleCreate | VehicleUpdate, fields: Iterable[str]) -> dic
     return values
 
 
-# The cursor is `<created_at in microseconds>.<id>`: every string the schema's pattern
-# admits is a position, so a cursor can be wrong only by pointing past the end (an empty
-# page). Clients treat it as opaque; its format may change.
-CURSOR_PATTERN: Final = r"^[0-9]{1,17}\.[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def encode_cursor(row: VehicleRow) -> str:
-    """The cursor of the position after `row`."""
-    micros = (row.created_at - _EPOCH) // timedelta(microseconds=1)
-    return f"{micros}.{row.id}"
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The keyset position in a cursor (the endpoint's pattern has checked its shape)."""
-    micros, _, vehicle_id = cursor.partition(".")
-    return _EPOCH + timedelta(microseconds=int(micros)), vehicle_id
-
-
 # --- reads ------------------------------------------------------------------------------------
 
 
@@ -232,47 +223,46 @@ async def list_vehicles(  # noqa: PLR0913 - one per filter
     conn: AsyncConnection[Any],
     *,
     status: VehicleStatus | None,
-    category: str | None,
+    category: Category | None,
     query: str | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[Vehicle], str | None]:
-    """A page of vehicles and the cursor of the next page (None on the last)."""
-    after = None if cursor is None else decode_cursor(cursor)
+) -> VehiclePage:
+    """A page of vehicles, newest first, and the cursor of the next page (None on the last)."""
+    filters = pagination.fingerprint(
+        {"list": "fleet", "q": query, "status": status, "category": category}
+    )
+    after = None
+    if cursor is not None:
+        created_at, vehicle_id = pagination.decode_cursor(cursor, (datetime, str), filters).key
+        assert isinstance(created_at, datetime)  # the shape says so
+        after = (created_at, str(vehicle_id))
     rows = await repository.list_vehicles(
         conn,
         status=None if status is None else status.value,
-        category=category,
+        category=None if category is None else category.value,
         query=query,
         after=after,
         limit=limit + 1,  # one more tells whether a next page exists
     )
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return [to_vehicle(row) for row in rows[:limit]], next_cursor
+    page = pagination.next_page(rows, limit, lambda row: (row.created_at, row.id), filters)
+    return VehiclePage(items=[to_vehicle(row) for row in page.rows], next_cursor=page.next_cursor)
 
 
-# --- writes -----------------------------------------------------------------------------------
+# --- changes, inside the caller's unit of work ------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedLogin:
-    """A login made in this transaction; the password leaves only in the response."""
-
-    vehicle_id: str
-    password: str
-
-
-async def issue_login(conn: AsyncConnection[Any], vehicle_id: str) -> IssuedLogin:
+async def issue_login(conn: AsyncConnection[Any], vehicle_id: str) -> broker.Login:
     """A new random password for the vehicle, stored as its hash only."""
     password = secrets.token_urlsafe(PASSWORD_BYTES)
     password_hash = await asyncio.to_thread(_HASHER.hash, password)
     await repository.save_credentials(conn, vehicle_id, vehicle_id, password_hash)
-    return IssuedLogin(vehicle_id, password)
+    return broker.Login(vehicle_id, password)
 
 
-async def create_vehicle(
+async def add_vehicle(
     conn: AsyncConnection[Any], body: VehicleCreate, vin_check: VinCheckMode
-) -> IssuedLogin:
+) -> broker.Login:
     """Insert the vehicle and issue its login (the broker is told after the commit)."""
     if body.vin is not None:
         check_vin(body.vin, vin_check)
@@ -298,10 +288,10 @@ def check_transition(current: VehicleStatus, wanted: VehicleStatus) -> None:
     )
 
 
-async def update_vehicle(
+async def change_vehicle(
     conn: AsyncConnection[Any], vehicle_id: str, body: VehicleUpdate, vin_check: VinCheckMode
-) -> Vehicle:
-    """Apply a PATCH; the status moves only along the allowed transitions."""
+) -> tuple[Vehicle, bool]:
+    """Apply a PATCH along the allowed transitions; the vehicle, and whether it retired now."""
     fields = body.model_fields_set
     current = await _vehicle_or_404(conn, vehicle_id, for_update=True)
     if body.status is not None:
@@ -315,10 +305,14 @@ async def update_vehicle(
                 await repository.update(conn, vehicle_id, changes)
         except UniqueViolation as exc:
             raise _unique_error(exc) from exc
-    return await get_vehicle(conn, vehicle_id)
+    vehicle = await get_vehicle(conn, vehicle_id)
+    retired_now = (
+        vehicle.status is VehicleStatus.RETIRED and current.status != VehicleStatus.RETIRED
+    )
+    return vehicle, retired_now
 
 
-async def retire_vehicle(conn: AsyncConnection[Any], vehicle_id: str) -> Vehicle:
+async def mark_retired(conn: AsyncConnection[Any], vehicle_id: str) -> Vehicle:
     """Retire the vehicle (idempotent: retiring a retired vehicle changes nothing)."""
     current = await _vehicle_or_404(conn, vehicle_id, for_update=True)
     if current.status != VehicleStatus.RETIRED:
@@ -326,7 +320,7 @@ async def retire_vehicle(conn: AsyncConnection[Any], vehicle_id: str) -> Vehicle
     return await get_vehicle(conn, vehicle_id)
 
 
-async def rotate_login(conn: AsyncConnection[Any], vehicle_id: str) -> IssuedLogin:
+async def rotate_login(conn: AsyncConnection[Any], vehicle_id: str) -> broker.Login:
     """A new password for a vehicle that is not retired."""
     current = await _vehicle_or_404(conn, vehicle_id, for_update=True)
     if current.status == VehicleStatus.RETIRED:
@@ -340,93 +334,69 @@ async def rotate_login(conn: AsyncConnection[Any], vehicle_id: str) -> IssuedLog
 # --- the broker, after the commit ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerOutcome:
-    """What the broker said to one change."""
+async def record_broker_answers(
+    work: Work, answers: Mapping[str, broker.Outcome], *, provisioned: Mapping[str, bool]
+) -> bool:
+    """Record what the broker now holds for each vehicle, in a unit of work of its own.
 
-    ok: bool
-    error: str | None
+    `provisioned` says, per vehicle, whether the broker holds its current login after that
+    answer. The change itself is committed already: if the database fails now, the answer
+    is logged and False returned; the next push (rotating the login, retiring again)
+    records it.
+    """
+    if not answers:
+        return True
+    try:
+        async with work.transaction() as conn:
+            for vehicle_id, outcome in answers.items():
+                await repository.record_broker(
+                    conn, vehicle_id, provisioned=provisioned[vehicle_id], error=outcome.error
+                )
+    except psycopg.Error as exc:
+        log.warning("the broker's answer for %s was not recorded: %s", ", ".join(answers), exc)
+        return False
+    return True
 
 
-def _not_configured() -> BrokerOutcome:
-    return BrokerOutcome(
-        ok=False,
-        error="FREECAR_MQTT_ADMIN_URL is not set, so the broker was not told; the login is "
-        "stored and can be pushed later (rotate-credentials) once the broker is Mosquitto "
-        "with the dynamic-security plugin",
+async def _as_recorded(work: Work, vehicle: Vehicle, *, recorded: bool) -> Vehicle:
+    """The vehicle as the database now holds it, or as it was if recording failed."""
+    if not recorded:
+        return vehicle
+    try:
+        return await get_vehicle(work.conn, vehicle.id)
+    except psycopg.Error as exc:
+        log.warning("vehicle %s not read back after the broker answered: %s", vehicle.id, exc)
+        return vehicle
+
+
+async def provision_logins(
+    work: Work, settings: FleetSettings, logins: list[broker.Login]
+) -> dict[str, broker.Outcome]:
+    """Give the broker logins that are committed, and record its answers."""
+    answers = await broker.provision(settings, logins)
+    await record_broker_answers(
+        work, answers, provisioned={vehicle_id: o.ok for vehicle_id, o in answers.items()}
     )
+    return answers
 
 
-def _push_logins(
-    settings: FleetSettings, logins: Sequence[IssuedLogin]
-) -> dict[str, BrokerOutcome]:
-    admin_url = settings.mqtt_admin_url.get_secret_value()
-    if not admin_url:
-        return dict.fromkeys((login.vehicle_id for login in logins), _not_configured())
-    outcomes: dict[str, BrokerOutcome] = {}
-    try:
-        with DynsecClient(admin_url, timeout_s=settings.fleet_dynsec_timeout_s) as dynsec:
-            for login in logins:
-                try:
-                    dynsec.provision_vehicle(
-                        login.vehicle_id, login.password, root=settings.topic_root
-                    )
-                    outcomes[login.vehicle_id] = BrokerOutcome(ok=True, error=None)
-                except ProvisioningError as exc:
-                    outcomes[login.vehicle_id] = BrokerOutcome(ok=False, error=str(exc))
-    # OSError and ValueError too: a broker that resets the connection, or an address paho
-    # cannot use, must be reported like any other broker failure, never become a 500.
-    except (ProvisioningError, OSError, ValueError) as exc:
-        log.warning("vehicle logins not provisioned on the broker: %s", exc)
-        for login in logins:
-            outcomes.setdefault(login.vehicle_id, BrokerOutcome(ok=False, error=str(exc)))
-    return outcomes
-
-
-async def push_logins(
-    conn: AsyncConnection[Any], settings: FleetSettings, logins: Sequence[IssuedLogin]
-) -> dict[str, BrokerOutcome]:
-    """Give the broker the committed logins and record its answers (call after commit)."""
-    outcomes = await asyncio.to_thread(_push_logins, settings, logins)
-    for vehicle_id, outcome in outcomes.items():
-        await repository.record_broker(
-            conn, vehicle_id, provisioned=outcome.ok, error=outcome.error
-        )
-    return outcomes
-
-
-def _disable(settings: FleetSettings, vehicle_id: str) -> BrokerOutcome:
-    admin_url = settings.mqtt_admin_url.get_secret_value()
-    if not admin_url:
-        return _not_configured()
-    try:
-        with DynsecClient(admin_url, timeout_s=settings.fleet_dynsec_timeout_s) as dynsec:
-            dynsec.disable_vehicle(vehicle_id)
-    except (ProvisioningError, OSError, ValueError) as exc:
-        log.warning("vehicle %s not disabled on the broker: %s", vehicle_id, exc)
-        return BrokerOutcome(ok=False, error=str(exc))
-    return BrokerOutcome(ok=True, error=None)
-
-
-async def disable_login(
-    conn: AsyncConnection[Any], settings: FleetSettings, vehicle: Vehicle
-) -> BrokerOutcome:
-    """Make the broker refuse a retired vehicle's login (call after commit)."""
+async def withdraw_login(
+    work: Work, settings: FleetSettings, vehicle: Vehicle
+) -> tuple[Vehicle, broker.Outcome]:
+    """Make the broker refuse a committed retirement's login; the vehicle as recorded."""
     if vehicle.broker is None:
-        return BrokerOutcome(ok=True, error=None)  # never had a login
-    outcome = await asyncio.to_thread(_disable, settings, vehicle.id)
-    # Disabled on the broker means no longer provisioned; a failure keeps the old state
-    # and says why, so retiring again retries.
-    await repository.record_broker(
-        conn,
-        vehicle.id,
-        provisioned=not outcome.ok and bool(vehicle.broker.provisioned),
-        error=outcome.error,
+        return vehicle, broker.Outcome(ok=True, error=None)  # never had a login
+    outcome = await broker.disable(settings, vehicle.id)
+    # Disabled on the broker means no longer provisioned; a failure keeps the old state and
+    # says why, so retiring again retries.
+    still = not outcome.ok and vehicle.broker.provisioned
+    recorded = await record_broker_answers(
+        work, {vehicle.id: outcome}, provisioned={vehicle.id: still}
     )
-    return outcome
+    return await _as_recorded(work, vehicle, recorded=recorded), outcome
 
 
-def credentials(login: IssuedLogin, outcome: BrokerOutcome, root: str) -> MqttCredentials:
+def credentials(login: broker.Login, outcome: broker.Outcome, root: str) -> MqttCredentials:
     """The login as the response shows it, with the broker's answer."""
     return MqttCredentials(
         username=login.vehicle_id,
@@ -435,3 +405,61 @@ def credentials(login: IssuedLogin, outcome: BrokerOutcome, root: str) -> MqttCr
         broker_provisioned=outcome.ok,
         broker_error=outcome.error,
     )
+
+
+# --- commands: a unit of work, then the broker ---------------------------------------------------
+
+
+async def create_vehicle(
+    work: Work, settings: FleetSettings, body: VehicleCreate, vin_check: VinCheckMode
+) -> VehicleCreated:
+    """Add a vehicle and its login; once that is committed, give the broker the login."""
+    async with work.transaction() as conn:
+        login = await add_vehicle(conn, body, vin_check)
+        vehicle = await get_vehicle(conn, body.id)
+    answer = (await broker.provision(settings, [login]))[login.vehicle_id]
+    recorded = await record_broker_answers(
+        work, {login.vehicle_id: answer}, provisioned={login.vehicle_id: answer.ok}
+    )
+    vehicle = await _as_recorded(work, vehicle, recorded=recorded)
+    return VehicleCreated(
+        **vehicle.model_dump(), credentials=credentials(login, answer, settings.topic_root)
+    )
+
+
+async def update_vehicle(
+    work: Work,
+    settings: FleetSettings,
+    vehicle_id: str,
+    body: VehicleUpdate,
+    vin_check: VinCheckMode,
+) -> Vehicle:
+    """Apply a PATCH; a vehicle it retires has its login refused once that is committed."""
+    async with work.transaction() as conn:
+        vehicle, retired_now = await change_vehicle(conn, vehicle_id, body, vin_check)
+    if retired_now:
+        vehicle, _ = await withdraw_login(work, settings, vehicle)
+    return vehicle
+
+
+async def retire_vehicle(work: Work, settings: FleetSettings, vehicle_id: str) -> RetireResult:
+    """Retire the vehicle; once that is committed, make the broker refuse its login.
+
+    Idempotent: retiring again retries the broker.
+    """
+    async with work.transaction() as conn:
+        vehicle = await mark_retired(conn, vehicle_id)
+    vehicle, outcome = await withdraw_login(work, settings, vehicle)
+    return RetireResult(
+        **vehicle.model_dump(), broker_disabled=outcome.ok, broker_error=outcome.error
+    )
+
+
+async def rotate_credentials(
+    work: Work, settings: FleetSettings, vehicle_id: str
+) -> MqttCredentials:
+    """A new password; once it is committed, the broker gets it (the old one stops working)."""
+    async with work.transaction() as conn:
+        login = await rotate_login(conn, vehicle_id)
+    answer = (await provision_logins(work, settings, [login]))[vehicle_id]
+    return credentials(login, answer, settings.topic_root)

@@ -12,6 +12,7 @@ from api.errors import error_responses
 from api.geofences import service
 from api.geofences.auth import GeofenceManager
 from api.geofences.schemas import Geofence, GeofenceCreate, GeofencePage, GeofenceUpdate
+from api.pagination import CURSOR_RESPONSES, CursorQuery
 from db.geofences.model import GeofenceKind
 
 admin_router = APIRouter(
@@ -45,22 +46,19 @@ async def create_geofence(_staff: GeofenceManager, conn: Conn, body: GeofenceCre
     return await service.create_geofence(conn, body)
 
 
-@admin_router.get("", summary="List geofences")
+@admin_router.get("", summary="List geofences", responses=CURSOR_RESPONSES)
 async def list_geofences(
     *,
     _staff: GeofenceManager,
     conn: Conn,
     kind: GeofenceKind | None = None,
     active: bool | None = None,
-    cursor: Annotated[
-        str | None,
-        Query(pattern=service.CURSOR_PATTERN, description="`next_cursor` of the previous page."),
-    ] = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> GeofencePage:
     """In id order, optionally of one kind or activity. Staff only.
 
-    Keep the same filters while following `next_cursor`.
+    Keep the same filters while following `next_cursor` (409 `invalid_cursor` otherwise).
     """
     return await service.list_geofences(conn, kind=kind, active=active, cursor=cursor, limit=limit)
 

@@ -9,10 +9,11 @@ with a stable code (`ring_not_closed`, `too_large`, `radius_required`...).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue, ValidationError
 
+from api import pagination
 from api.errors import ConflictError, NotFoundError
 from api.geofences import repository
 from api.geofences.schemas import Geofence, GeofencePage
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
 
     from api.geofences.repository import GeofenceRow
     from api.geofences.schemas import GeofenceCreate, GeofenceUpdate
-
-# A cursor is the last id of the previous page; 18 digits stay below bigint's maximum, so
-# every cursor the schema admits is one this code can read.
-CURSOR_PATTERN: Final = r"^[0-9]{1,18}$"
 
 
 # Semantic refusals of schema-valid input are 409 in this API (as `invalid_window`,
@@ -120,15 +117,18 @@ async def list_geofences(
     limit: int,
 ) -> GeofencePage:
     """A page of geofences in id order, filtered by kind and activity."""
+    filters = pagination.fingerprint({"list": "geofences", "kind": kind, "active": active})
+    after_id = 0
+    if cursor is not None:
+        (last_id,) = pagination.decode_cursor(cursor, (int,), filters).key
+        assert isinstance(last_id, int)  # the shape says so
+        after_id = last_id
     rows = await repository.list_geofences(
         conn,
         kind=kind,
         active=active,
-        after_id=0 if cursor is None else int(cursor),
+        after_id=after_id,
         limit=limit + 1,  # one more tells whether a next page exists
     )
-    page = rows[:limit]
-    return GeofencePage(
-        items=[_view(fence) for fence in page],
-        next_cursor=str(page[-1].id) if len(rows) > limit else None,
-    )
+    page = pagination.next_page(rows, limit, lambda fence: (fence.id,), filters)
+    return GeofencePage(items=[_view(fence) for fence in page.rows], next_cursor=page.next_cursor)

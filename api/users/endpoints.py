@@ -9,6 +9,7 @@ from fastapi import status as http_status
 from api.deps import ClientDep, Conn, admin_network_guard
 from api.errors import error_responses
 from api.identity import Role, UserStatus
+from api.pagination import CURSOR_RESPONSES, CursorQuery
 from api.schemas import PRINTABLE_TRIMMED
 from api.users import service
 from api.users.auth import ProfileOwner, UsersManager, UsersReader
@@ -33,8 +34,6 @@ admin_router = APIRouter(
 # A page of 50 fills an admin's screen; 200 bounds one query's cost.
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
-# Deep offsets scan everything before them; past this, narrow the filters instead.
-MAX_OFFSET = 10_000
 
 
 @me_router.get("", summary="My profile", responses=error_responses(401))
@@ -55,7 +54,7 @@ async def patch_me(
     return await service.update_profile(conn, principal, body, client)
 
 
-@admin_router.get("", summary="Find users")
+@admin_router.get("", summary="Find users", responses=CURSOR_RESPONSES)
 async def list_users(  # noqa: PLR0913 - one per filter
     *,
     _staff: UsersReader,
@@ -70,12 +69,15 @@ async def list_users(  # noqa: PLR0913 - one per filter
     ] = None,
     role: Role | None = None,
     status: UserStatus | None = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> UserPage:
-    """Newest accounts first, filtered by text, role and status. Staff only."""
+    """Newest accounts first, filtered by text, role and status. Staff only.
+
+    Keep the same filters while following `next_cursor` (409 `invalid_cursor` otherwise).
+    """
     return await service.list_users(
-        conn, query=q, role=role, status=status, limit=limit, offset=offset
+        conn, query=q, role=role, status=status, cursor=cursor, limit=limit
     )
 
 
@@ -106,21 +108,21 @@ async def get_user(user_id: uuid.UUID, _staff: UsersReader, conn: Conn) -> Admin
     return await service.get_user(conn, user_id)
 
 
-@admin_router.get("/{user_id}/history", summary="A user's history", responses=error_responses(404))
+@admin_router.get(
+    "/{user_id}/history", summary="A user's history", responses=error_responses(404, 409)
+)
 async def user_history(
     user_id: uuid.UUID,
     _admin: UsersManager,
     conn: Conn,
-    before: Annotated[
-        int | None, Query(ge=1, le=2**63 - 1, description="Entries older than this id.")
-    ] = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> History:
     """Sign-ins, refused attempts, refresh-token reuse, sign-outs, suspensions, profile changes.
 
     Newest first. Admins only.
     """
-    return await service.history(conn, user_id, before=before, limit=limit)
+    return await service.history(conn, user_id, cursor=cursor, limit=limit)
 
 
 @admin_router.post(

@@ -42,6 +42,13 @@ class UserRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminUserRow(UserRow):
+    """A user as the admins' views read it: with the count of their live sessions."""
+
+    live_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRow:
     """One entry of a user's history."""
 
@@ -62,8 +69,17 @@ _USER_COLUMNS: LiteralString = """
     suspended_at, suspended_reason, created_at, updated_at
 """
 
+# A session is live until revoked or expired; auth_sessions_user_live serves the count.
+_LIVE_SESSIONS: LiteralString = """
+    (SELECT count(*) FROM auth_sessions s
+     WHERE s.user_id = users.id AND s.revoked_at IS NULL AND s.expires_at > now())
+        AS live_sessions
+"""
+_ADMIN_COLUMNS: LiteralString = _USER_COLUMNS + "," + _LIVE_SESSIONS
+
 # Concatenations of LiteralString constants: no input ever reaches the SQL text.
 _USER_BY_ID: LiteralString = "SELECT" + _USER_COLUMNS + "FROM users WHERE id = %(user_id)s"
+_ADMIN_USER_BY_ID: LiteralString = "SELECT" + _ADMIN_COLUMNS + "FROM users WHERE id = %(user_id)s"
 
 # One statement for any subset of fields: each column changes only when its flag is set,
 # so a PATCH can also clear a field (flag set, value null).
@@ -96,48 +112,40 @@ _FILTER: LiteralString = """
            OR phone LIKE %(pattern)s::text OR id::text = %(exact)s::text)
 """
 
+# Newest first, keyset on (created_at, id), which users_created serves.
 _LIST_USERS: LiteralString = (
     "SELECT"
-    + _USER_COLUMNS
+    + _ADMIN_COLUMNS
     + _FILTER
     + """
+      AND (%(after_created)s::timestamptz IS NULL
+           OR (created_at, id) < (%(after_created)s::timestamptz, %(after_id)s::uuid))
     ORDER BY created_at DESC, id DESC
-    LIMIT %(limit)s OFFSET %(offset)s
+    LIMIT %(limit)s
 """
 )
 
 _COUNT_USERS: LiteralString = "SELECT count(*)" + _FILTER
 
-_SUSPEND: LiteralString = (
-    """
+_SUSPEND: LiteralString = """
     UPDATE users SET status = 'suspended', suspended_at = now(), suspended_reason = %(reason)s,
                      updated_at = now()
     WHERE id = %(user_id)s AND status = 'active'
-    RETURNING"""  # noqa: S608 - LiteralString constants only
-    + _USER_COLUMNS
-)
+    RETURNING id
+"""
 
-_REACTIVATE: LiteralString = (
-    """
+_REACTIVATE: LiteralString = """
     UPDATE users SET status = 'active', suspended_at = NULL, suspended_reason = NULL,
                      updated_at = now()
     WHERE id = %(user_id)s AND status = 'suspended'
-    RETURNING"""  # noqa: S608 - LiteralString constants only
-    + _USER_COLUMNS
-)
+    RETURNING id
+"""
 
-_CREATE_STAFF: LiteralString = (
-    """
+_CREATE_STAFF: LiteralString = """
     INSERT INTO users (email, password_hash, role, display_name)
     VALUES (%(email)s, %(password_hash)s, %(role)s, %(display_name)s)
     ON CONFLICT (email) DO NOTHING
-    RETURNING"""  # noqa: S608 - LiteralString constants only
-    + _USER_COLUMNS
-)
-
-_COUNT_LIVE_SESSIONS: LiteralString = """
-    SELECT count(*) FROM auth_sessions
-    WHERE user_id = %(user_id)s AND revoked_at IS NULL AND expires_at > now()
+    RETURNING id
 """
 
 _RECORD_AUDIT: LiteralString = """
@@ -167,6 +175,21 @@ async def user_by_id(conn: AsyncConnection[Any], user_id: uuid.UUID) -> UserRow 
         return await cur.fetchone()
 
 
+async def admin_user_by_id(conn: AsyncConnection[Any], user_id: uuid.UUID) -> AdminUserRow | None:
+    """One user with their live session count, or None."""
+    async with conn.cursor(row_factory=class_row(AdminUserRow)) as cur:
+        await cur.execute(_ADMIN_USER_BY_ID, {"user_id": user_id})
+        return await cur.fetchone()
+
+
+async def _returned_id(
+    conn: AsyncConnection[Any], query: LiteralString, params: Mapping[str, Any]
+) -> uuid.UUID | None:
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
 async def update_profile(
     conn: AsyncConnection[Any], user_id: uuid.UUID, changes: Mapping[str, Any]
 ) -> UserRow | None:
@@ -190,19 +213,20 @@ async def list_users(  # noqa: PLR0913 - one per filter
     query: str | None,
     role: str | None,
     status: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-    offset: int,
-) -> tuple[list[UserRow], int]:
-    """A page of users matching the filters, newest first, and how many match in all."""
+) -> tuple[list[AdminUserRow], int]:
+    """Users matching the filters, newest first after `after`, and how many match in all."""
     params = {
         "role": role,
         "status": status,
         "pattern": None if query is None else _like_pattern(query),
         "exact": query,
+        "after_created": None if after is None else after[0],
+        "after_id": None if after is None else after[1],
         "limit": limit,
-        "offset": offset,
     }
-    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+    async with conn.cursor(row_factory=class_row(AdminUserRow)) as cur:
         await cur.execute(_LIST_USERS, params)
         rows = await cur.fetchall()
     cur_count = await conn.execute(_COUNT_USERS, params)
@@ -210,42 +234,30 @@ async def list_users(  # noqa: PLR0913 - one per filter
     return rows, int(total[0]) if total else 0
 
 
-async def suspend(conn: AsyncConnection[Any], user_id: uuid.UUID, reason: str) -> UserRow | None:
-    """Suspend an active user; None if there is none or it was already suspended."""
-    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
-        await cur.execute(_SUSPEND, {"user_id": user_id, "reason": reason})
-        return await cur.fetchone()
+async def suspend(conn: AsyncConnection[Any], user_id: uuid.UUID, reason: str) -> bool:
+    """Suspend an active user; False if there is none or it was already suspended."""
+    return await _returned_id(conn, _SUSPEND, {"user_id": user_id, "reason": reason}) is not None
 
 
-async def reactivate(conn: AsyncConnection[Any], user_id: uuid.UUID) -> UserRow | None:
-    """Reactivate a suspended user; None if there is none or it was active."""
-    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
-        await cur.execute(_REACTIVATE, {"user_id": user_id})
-        return await cur.fetchone()
+async def reactivate(conn: AsyncConnection[Any], user_id: uuid.UUID) -> bool:
+    """Reactivate a suspended user; False if there is none or it was active."""
+    return await _returned_id(conn, _REACTIVATE, {"user_id": user_id}) is not None
 
 
 async def create_staff(
     conn: AsyncConnection[Any], *, email: str, password_hash: str, role: str, display_name: str
-) -> UserRow | None:
-    """Create a staff account; None if the email is taken."""
-    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
-        await cur.execute(
-            _CREATE_STAFF,
-            {
-                "email": email.lower(),
-                "password_hash": password_hash,
-                "role": role,
-                "display_name": display_name,
-            },
-        )
-        return await cur.fetchone()
-
-
-async def count_live_sessions(conn: AsyncConnection[Any], user_id: uuid.UUID) -> int:
-    """How many sessions of this user have not ended."""
-    cur = await conn.execute(_COUNT_LIVE_SESSIONS, {"user_id": user_id})
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+) -> uuid.UUID | None:
+    """Create a staff account and return its id; None if the email is taken."""
+    return await _returned_id(
+        conn,
+        _CREATE_STAFF,
+        {
+            "email": email.lower(),
+            "password_hash": password_hash,
+            "role": role,
+            "display_name": display_name,
+        },
+    )
 
 
 async def record_audit(  # noqa: PLR0913 - one column each

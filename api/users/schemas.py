@@ -11,6 +11,9 @@ from api.identity import Role, UserStatus
 from api.schemas import Email, LongText, Phone, ShortText
 
 ProfileField = Literal["display_name", "phone", "email", "emergency_contact", "address"]
+# The roles' values, not Role members: pydantic's message for a Literal of enum members
+# shows their repr ("Input should be <Role.ADMIN: 'admin'>").
+StaffRole = Literal["fleet_manager", "admin"]
 SignInMethod = Literal["wechat", "password", "dev"]
 PostalCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 -]{1,9}$")]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
@@ -124,12 +127,11 @@ class AdminUser(Profile):
 
 
 class UserPage(BaseModel):
-    """One page of users, newest first."""
+    """One page of users, newest first; pass `next_cursor` as `cursor` for the next one."""
 
     items: list[AdminUser]
     total: int = Field(description="How many users match the filters in all.")
-    limit: int
-    offset: int
+    next_cursor: str | None = Field(description="Null on the last page.")
 
 
 class SuspendRequest(BaseModel):
@@ -162,7 +164,7 @@ class StaffCreate(BaseModel):
 
     email: Email
     password: NewPassword
-    role: Literal[Role.FLEET_MANAGER, Role.ADMIN]
+    role: StaffRole
     display_name: ShortText
 
 
@@ -182,4 +184,6 @@ class History(BaseModel):
     """A page of a user's history, newest first."""
 
     items: list[AuditEntry]
-    next_before: int | None = Field(description="Pass as `before` for the next page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null on the last page."
+    )

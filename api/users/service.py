@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, get_args
 
 from psycopg.errors import UniqueViolation
 
+from api import pagination
 from api.auth import repository as auth_repository
 from api.auth.passwords import hash_password_async
 from api.errors import ConflictError, NotFoundError
@@ -27,12 +30,10 @@ from api.users.schemas import (
 )
 
 if TYPE_CHECKING:
-    import uuid
-
     from psycopg import AsyncConnection
 
     from api.identity import Client, Principal
-    from api.users.repository import UserRow
+    from api.users.repository import AdminUserRow, UserRow
 
 # What a rider needs before a first booking (licence verification and invoices use them).
 REQUIRED_FIELDS: Final[tuple[ProfileField, ...]] = get_args(ProfileField)
@@ -105,13 +106,13 @@ def to_profile(row: UserRow) -> Profile:
     return Profile(**_profile_fields(row))
 
 
-def to_admin_user(row: UserRow, live_sessions: int) -> AdminUser:
+def to_admin_user(row: AdminUserRow) -> AdminUser:
     """The API view of an account for admins."""
     return AdminUser(
         **_profile_fields(row),
         suspended_at=row.suspended_at,
         suspended_reason=row.suspended_reason,
-        live_sessions=live_sessions,
+        live_sessions=row.live_sessions,
     )
 
 
@@ -187,27 +188,39 @@ async def list_users(  # noqa: PLR0913 - one per filter
     query: str | None,
     role: Role | None,
     status: UserStatus | None,
+    cursor: str | None,
     limit: int,
-    offset: int,
 ) -> UserPage:
-    """A page of users matching the filters."""
+    """A page of users matching the filters, newest first."""
+    filters = pagination.fingerprint({"list": "users", "q": query, "role": role, "status": status})
+    after = None
+    if cursor is not None:
+        created_at, user_id = pagination.decode_cursor(cursor, (datetime, uuid.UUID), filters).key
+        assert isinstance(created_at, datetime)  # the shape says so
+        assert isinstance(user_id, uuid.UUID)
+        after = (created_at, user_id)
     rows, total = await repository.list_users(
         conn,
         query=query,
         role=None if role is None else role.value,
         status=None if status is None else status.value,
-        limit=limit,
-        offset=offset,
+        after=after,
+        limit=limit + 1,  # one more tells whether a next page exists
     )
-    # The list does not count sessions per user (one query per row); the detail view does.
-    items = [to_admin_user(row, live_sessions=0) for row in rows]
-    return UserPage(items=items, total=total, limit=limit, offset=offset)
+    page = pagination.next_page(rows, limit, lambda row: (row.created_at, row.id), filters)
+    return UserPage(
+        items=[to_admin_user(row) for row in page.rows],
+        total=total,
+        next_cursor=page.next_cursor,
+    )
 
 
 async def get_user(conn: AsyncConnection[Any], user_id: uuid.UUID) -> AdminUser:
-    """One user with their live session count."""
-    row = await _user_or_404(conn, user_id)
-    return to_admin_user(row, await repository.count_live_sessions(conn, user_id))
+    """One user with their live session count (as this transaction sees it)."""
+    row = await repository.admin_user_by_id(conn, user_id)
+    if row is None:
+        raise NotFoundError("user not found")
+    return to_admin_user(row)
 
 
 async def suspend_user(
@@ -220,25 +233,27 @@ async def suspend_user(
     """Suspend an account and end every session it has (idempotent)."""
     if user_id == actor.user_id:
         raise CannotSuspendSelfError
-    row = await repository.suspend(conn, user_id, reason)
-    if row is None:
-        return await get_user(conn, user_id)  # 404, or already suspended: nothing to do
-    ended = await auth_repository.revoke_user_sessions(conn, user_id, "suspended")
-    await _audit(
-        conn, user_id, "suspended", client, actor_id=actor.user_id, reason=reason, sessions=ended
-    )
-    return to_admin_user(row, live_sessions=0)
+    if await repository.suspend(conn, user_id, reason):
+        ended = await auth_repository.revoke_user_sessions(conn, user_id, "suspended")
+        await _audit(
+            conn,
+            user_id,
+            "suspended",
+            client,
+            actor_id=actor.user_id,
+            reason=reason,
+            sessions=ended,
+        )
+    return await get_user(conn, user_id)  # 404, or already suspended: as it is
 
 
 async def reactivate_user(
     conn: AsyncConnection[Any], actor: Principal, user_id: uuid.UUID, client: Client
 ) -> AdminUser:
     """Lift a suspension (idempotent); the user signs in again to get a session."""
-    row = await repository.reactivate(conn, user_id)
-    if row is None:
-        return await get_user(conn, user_id)
-    await _audit(conn, user_id, "reactivated", client, actor_id=actor.user_id)
-    return to_admin_user(row, live_sessions=0)
+    if await repository.reactivate(conn, user_id):
+        await _audit(conn, user_id, "reactivated", client, actor_id=actor.user_id)
+    return await get_user(conn, user_id)
 
 
 async def create_staff(  # noqa: PLR0913 - the account's fields
@@ -253,28 +268,36 @@ async def create_staff(  # noqa: PLR0913 - the account's fields
 ) -> AdminUser:
     """Create a fleet manager or admin account; 409 `email_taken` if the email is in use."""
     password_hash = await hash_password_async(password)
-    row = await repository.create_staff(
+    user_id = await repository.create_staff(
         conn, email=email, password_hash=password_hash, role=role.value, display_name=display_name
     )
-    if row is None:
+    if user_id is None:
         raise EmailTakenError
     await _audit(
         conn,
-        row.id,
+        user_id,
         "staff_created",
         client,
         actor_id=None if actor is None else actor.user_id,
         role=role.value,
     )
-    return to_admin_user(row, live_sessions=0)
+    return await get_user(conn, user_id)
 
 
 async def history(
-    conn: AsyncConnection[Any], user_id: uuid.UUID, *, before: int | None, limit: int
+    conn: AsyncConnection[Any], user_id: uuid.UUID, *, cursor: str | None, limit: int
 ) -> History:
     """A page of a user's history, newest first."""
     await _user_or_404(conn, user_id)
-    rows = await repository.history(conn, user_id, before=before, limit=limit)
+    filters = pagination.fingerprint({"list": "user_history", "user_id": user_id})
+    before = None
+    if cursor is not None:
+        (last_id,) = pagination.decode_cursor(cursor, (int,), filters).key
+        assert isinstance(last_id, int)  # the shape says so
+        before = last_id
+    found = await repository.history(conn, user_id, before=before, limit=limit + 1)
+    page = pagination.next_page(found, limit, lambda row: (row.id,), filters)
+    rows = page.rows
     items = [
         AuditEntry(
             id=row.id,
@@ -287,5 +310,4 @@ async def history(
         )
         for row in rows
     ]
-    next_before = rows[-1].id if len(rows) == limit else None
-    return History(items=items, next_before=next_before)
+    return History(items=items, next_cursor=page.next_cursor)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from api.deps import CurrentUser, RequireStaff
+from api.deps import CurrentUser
 
 VehicleSearcher = CurrentUser
 """Riders search and look at vehicles; staff do too (and see exact positions)."""
-MaintenanceManager = RequireStaff
-"""Fleet managers and admins schedule and cancel maintenance windows."""

@@ -1,38 +1,26 @@
-"""/v1/vehicles (riders and staff) and /v1/admin/vehicles/{id}/maintenance (staff)."""
+"""/v1/vehicles: search, details and availability (riders and staff)."""
 
-import uuid
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
-from fastapi import status as http_status
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from api.deps import Conn, admin_network_guard
+from api.deps import Conn, SettingsDep
 from api.errors import error_responses
+from api.pagination import CursorQuery
+from api.schemas import VehicleIdPath
 from api.vehicles import service
-from api.vehicles.auth import MaintenanceManager, VehicleSearcher
+from api.vehicles.auth import VehicleSearcher
 from api.vehicles.schemas import (
-    VEHICLE_ID_PATTERN,
     Availability,
-    Category,
-    Feature,
-    MaintenanceCreate,
-    MaintenanceCreated,
-    MaintenanceList,
     Sort,
     VehicleDetail,
     VehiclePage,
 )
+from db.vehicle_vocabulary import Category, Feature
 
 router = APIRouter(prefix="/vehicles", tags=["vehicles"], responses=error_responses(401))
-# Only the maintenance sub-resource: /v1/admin/vehicles itself belongs to fleet administration.
-maintenance_router = APIRouter(
-    prefix="/admin/vehicles",
-    tags=["maintenance"],
-    dependencies=[Depends(admin_network_guard)],
-    responses=error_responses(401, 403),
-)
-
 # A street-level search needs a few hundred metres; 50 km covers a whole city, beyond
 # which a "nearby" list means nothing and the candidate set stops being small.
 MIN_RADIUS_M = 50
@@ -44,7 +32,6 @@ MAX_PAGE = 100
 # A price per hour in minor units: ten thousand yuan is beyond any car in the fleet.
 MAX_PRICE_MINOR = 1_000_000
 
-VehicleIdPath = Annotated[str, Path(pattern=VEHICLE_ID_PATTERN, description="The vehicle's id.")]
 WindowFrom = Annotated[
     AwareDatetime | None,
     Query(alias="from", description="Start of the window (inclusive), with a UTC offset."),
@@ -60,6 +47,7 @@ async def search_vehicles(  # noqa: PLR0913 - one per filter
     *,
     principal: VehicleSearcher,
     conn: Conn,
+    settings: SettingsDep,
     lat: Annotated[float, Query(ge=-90, le=90, description="Latitude of the search centre.")],
     lon: Annotated[float, Query(ge=-180, le=180, description="Longitude of the search centre.")],
     radius_m: Annotated[
@@ -83,14 +71,7 @@ async def search_vehicles(  # noqa: PLR0913 - one per filter
         Sort.DISTANCE
     ),
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=1_000,
-            pattern=r"^[A-Za-z0-9_-]+$",
-            description="`next_cursor` of the previous page, with the same other parameters.",
-        ),
-    ] = None,
+    cursor: CursorQuery = None,
 ) -> VehiclePage:
     """Vehicles free for the whole [from, to) window within the radius, in the asked order.
 
@@ -110,7 +91,7 @@ async def search_vehicles(  # noqa: PLR0913 - one per filter
             lon=lon,
             radius_m=float(radius_m),
             categories=category,
-            features=features,
+            features=[feature.value for feature in features],
             price_max=price_max,
             window_from=from_,
             window_to=to,
@@ -118,6 +99,7 @@ async def search_vehicles(  # noqa: PLR0913 - one per filter
             limit=limit,
             cursor=cursor,
         ),
+        buffer=timedelta(seconds=settings.api_booking_buffer_s),
     )
 
 
@@ -134,10 +116,12 @@ async def get_vehicle(
     summary="A vehicle's free and busy time",
     responses=error_responses(404, 409),
 )
-async def vehicle_availability(
+async def vehicle_availability(  # noqa: PLR0913 - the path, the window, the caller
+    *,
     vehicle_id: VehicleIdPath,
     principal: VehicleSearcher,
     conn: Conn,
+    settings: SettingsDep,
     from_: Annotated[AwareDatetime, Query(alias="from", description="Window start.")],
     to: Annotated[AwareDatetime, Query(description="Window end (exclusive).")],
 ) -> Availability:
@@ -145,50 +129,11 @@ async def vehicle_availability(
 
     Up to 31 days, from a month ago to a year ahead (409 `invalid_window` otherwise).
     """
-    return await service.availability(conn, principal, vehicle_id, from_, to)
-
-
-@maintenance_router.post(
-    "/{vehicle_id}/maintenance",
-    status_code=http_status.HTTP_201_CREATED,
-    summary="Schedule maintenance",
-    responses=error_responses(404, 409),
-)
-async def schedule_maintenance(
-    vehicle_id: VehicleIdPath, body: MaintenanceCreate, staff: MaintenanceManager, conn: Conn
-) -> MaintenanceCreated:
-    """The vehicle cannot be booked during [from, to). Fleet managers and admins.
-
-    409 `maintenance_overlap` when it overlaps another window of the vehicle. Bookings that
-    already overlap it are listed in `conflicting_bookings`; staff move them.
-    """
-    return await service.schedule_maintenance(
-        conn, staff, vehicle_id, starts=body.from_, ends=body.to, reason=body.reason
+    return await service.availability(
+        conn,
+        principal,
+        vehicle_id,
+        from_,
+        to,
+        buffer=timedelta(seconds=settings.api_booking_buffer_s),
     )
-
-
-@maintenance_router.get(
-    "/{vehicle_id}/maintenance", summary="Maintenance windows", responses=error_responses(404)
-)
-async def list_maintenance(
-    *,
-    vehicle_id: VehicleIdPath,
-    _staff: MaintenanceManager,
-    conn: Conn,
-    include_past: Annotated[bool, Query(description="Also windows that have ended.")] = False,
-) -> MaintenanceList:
-    """The vehicle's current and future windows, earliest first. Fleet managers and admins."""
-    return await service.list_maintenance(conn, vehicle_id, include_past=include_past)
-
-
-@maintenance_router.delete(
-    "/{vehicle_id}/maintenance/{window_id}",
-    status_code=http_status.HTTP_204_NO_CONTENT,
-    summary="Cancel maintenance",
-    responses=error_responses(404),
-)
-async def cancel_maintenance(
-    vehicle_id: VehicleIdPath, window_id: uuid.UUID, _staff: MaintenanceManager, conn: Conn
-) -> None:
-    """The window is removed and the vehicle bookable again then. Fleet managers and admins."""
-    await service.cancel_maintenance(conn, vehicle_id, window_id)

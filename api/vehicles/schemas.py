@@ -1,29 +1,13 @@
-"""Request and response bodies of /v1/vehicles and /v1/admin/vehicles/{id}/maintenance."""
+"""Response bodies of /v1/vehicles: search results, details and availability."""
 
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import LongText
-
-# Vehicle ids are MQTT topic levels (0002_vehicles.sql); the same pattern keeps a path
-# parameter that no vehicle can have from ever reaching the database.
-VEHICLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-VehicleId = Annotated[str, StringConstraints(pattern=VEHICLE_ID_PATTERN)]
-Feature = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
-
-
-class Category(StrEnum):
-    """A vehicle's class, as the fleet lists it."""
-
-    ECONOMY = "economy"
-    STANDARD = "standard"
-    LUXURY = "luxury"
-    SUV = "suv"
-    ELECTRIC = "electric"
+from db.vehicle_vocabulary import Category
 
 
 class Sort(StrEnum):
@@ -160,51 +144,3 @@ class Availability(BaseModel):
     buffer_s: int = Field(description="Kept free before and after every booking.")
     free: list[Slot]
     busy: list[BusySlot]
-
-
-class MaintenanceCreate(BaseModel):
-    """A maintenance window to schedule."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        populate_by_name=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "from": "2030-05-01T08:00:00Z",
-                    "to": "2030-05-01T12:00:00Z",
-                    "reason": "tyre change",
-                }
-            ]
-        },
-    )
-
-    from_: AwareDatetime = Field(alias="from")
-    to: AwareDatetime
-    reason: LongText
-
-
-class MaintenanceWindow(BaseModel):
-    """A scheduled maintenance window: the vehicle cannot be booked during it."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    id: uuid.UUID
-    vehicle_id: str
-    from_: datetime = Field(alias="from")
-    to: datetime
-    reason: str
-    created_by: uuid.UUID | None
-    created_at: datetime
-
-
-class MaintenanceCreated(MaintenanceWindow):
-    """The new window, with the bookings it collides with (staff must move them)."""
-
-    conflicting_bookings: list[uuid.UUID]
-
-
-class MaintenanceList(BaseModel):
-    """A vehicle's maintenance windows, earliest first."""
-
-    items: list[MaintenanceWindow]

@@ -1,30 +1,22 @@
-"""Search, details, availability and maintenance rules. Nothing here commits."""
+"""Search, details and availability rules. Nothing here commits."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from psycopg.errors import ExclusionViolation
-
-from api.errors import ConflictError, NotFoundError
+from api import pagination
+from api.errors import NotFoundError
+from api.pagination import InvalidCursorError
+from api.timewindows import InvalidWindowError, check_length
 from api.vehicles import repository
 from api.vehicles.schemas import (
     Availability,
     BusyReason,
     BusySlot,
-    Category,
     Image,
     Location,
-    MaintenanceCreated,
-    MaintenanceList,
-    MaintenanceWindow,
     Price,
     Rating,
     Slot,
@@ -34,10 +26,9 @@ from api.vehicles.schemas import (
     VehicleSummary,
     Window,
 )
-from api.vehicles.settings import search_settings
+from db.vehicle_vocabulary import Category
 
 if TYPE_CHECKING:
-    import uuid
     from collections.abc import Callable, Sequence
 
     from psycopg import AsyncConnection
@@ -64,37 +55,11 @@ AVAILABILITY_AHEAD: Final = timedelta(days=366)
 # block, not enough to wait beside a stranger's parked car. Staff see exact values.
 APPROX_DECIMALS: Final = 3
 RIDER_DISTANCE_GRAIN_M: Final = 100.0
-CURSOR_VERSION: Final = 1
-# Maintenance windows listed per vehicle at most: years of weekly services.
-MAX_MAINTENANCE_LIST: Final = 500
 
 
 def utc_now() -> datetime:
     """The current time in UTC."""
     return datetime.now(UTC)
-
-
-# Semantic refusals of schema-valid input are 409 in this API (as `cannot_suspend_self`):
-# 400 and 422 mean "the schema says no", which the schema cannot say about relative time.
-class InvalidWindowError(ConflictError):
-    """`from`/`to` are missing one half, reversed, too short, too long, or out of range."""
-
-    code = "invalid_window"
-    default_message = "invalid time window"
-
-
-class InvalidCursorError(ConflictError):
-    """The cursor is malformed, expired, or belongs to a different search."""
-
-    code = "invalid_cursor"
-    default_message = "invalid cursor; start again without one"
-
-
-class MaintenanceOverlapError(ConflictError):
-    """The vehicle already has maintenance scheduled during part of this window."""
-
-    code = "maintenance_overlap"
-    default_message = "the vehicle already has maintenance scheduled during this window"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,99 +92,55 @@ def _resolve_window(
         raise InvalidWindowError("`from` is in the past")
     if window_to > now + MAX_AHEAD:
         raise InvalidWindowError(f"`to` is more than {MAX_AHEAD.days} days ahead")
-    _check_length(window_from, window_to, MIN_WINDOW, MAX_WINDOW)
+    check_length(window_from, window_to, MIN_WINDOW, MAX_WINDOW)
     return window_from, window_to
 
 
-def _check_length(
-    starts: datetime, ends: datetime, shortest: timedelta, longest: timedelta
-) -> None:
-    if starts >= ends:
-        raise InvalidWindowError("`from` must be before `to`")
-    if ends - starts < shortest:
-        raise InvalidWindowError(f"the window is shorter than {shortest}")
-    if ends - starts > longest:
-        raise InvalidWindowError(f"the window is longer than {longest.days} days")
-
-
-def _fingerprint(request: SearchRequest) -> str:
+def _filters(request: SearchRequest) -> str:
     """What a cursor must be used with: every parameter that shapes the result set."""
-    shape = [
-        round(request.lat, 9),
-        round(request.lon, 9),
-        request.radius_m,
-        sorted(c.value for c in request.categories or []),
-        sorted(request.features),
-        request.price_max,
-        None if request.window_from is None else request.window_from.isoformat(),
-        None if request.window_to is None else request.window_to.isoformat(),
-        request.sort.value,
-    ]
-    digest = hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode()).digest()
-    return base64.urlsafe_b64encode(digest[:12]).decode()
+    return pagination.fingerprint(
+        {
+            "list": "search",
+            "lat": round(request.lat, 9),
+            "lon": round(request.lon, 9),
+            "radius_m": request.radius_m,
+            "categories": sorted(c.value for c in request.categories or []),
+            "features": sorted(request.features),
+            "price_max": request.price_max,
+            "from": None if request.window_from is None else request.window_from.isoformat(),
+            "to": None if request.window_to is None else request.window_to.isoformat(),
+            "sort": request.sort.value,
+        }
+    )
 
 
-def encode_cursor(
-    fingerprint: str, window: tuple[datetime, datetime], key: tuple[float, float, str]
-) -> str:
-    """An opaque cursor: the last row's sort key, the window it was searched for, the search."""
-    payload = {
-        "v": CURSOR_VERSION,
-        "q": fingerprint,
-        "w": [window[0].isoformat(), window[1].isoformat()],
-        "k": [key[0], key[1], key[2]],
-    }
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _parse_cursor(cursor: str) -> dict[str, Any]:
-    """The cursor's JSON object; InvalidCursorError when it is not one."""
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error) as exc:
-        raise InvalidCursorError from exc
-    if not isinstance(payload, dict) or payload.get("v") != CURSOR_VERSION:
-        raise InvalidCursorError
-    return payload
-
-
-def decode_cursor(
-    cursor: str, fingerprint: str
+def _resume(
+    cursor: str, filters: str
 ) -> tuple[tuple[datetime, datetime], tuple[float, float, str]]:
     """The window and sort key a cursor resumes from; InvalidCursorError otherwise."""
-    payload = _parse_cursor(cursor)
-    if payload.get("q") != fingerprint:
-        raise InvalidCursorError("this cursor belongs to a different search")
-    window, key = payload.get("w"), payload.get("k")
+    position = pagination.decode_cursor(cursor, (float, float, str), filters)
+    window = position.state.get("w")
     if not (
-        isinstance(window, list)
-        and len(window) == 2
-        and all(isinstance(text, str) for text in window)
-        and isinstance(key, list)
-        and len(key) == 3
-        and all(isinstance(k, int | float) and not isinstance(k, bool) for k in key[:2])
-        and isinstance(key[2], str)
+        isinstance(window, list) and len(window) == 2 and all(isinstance(t, str) for t in window)
     ):
         raise InvalidCursorError
     try:
-        w_from, w_to = (datetime.fromisoformat(text) for text in window)
+        w_from, w_to = (datetime.fromisoformat(str(text)) for text in window)
     except ValueError as exc:
         raise InvalidCursorError from exc
-    k1, k2 = float(key[0]), float(key[1])
-    if (
-        w_from.tzinfo is None
-        or w_to.tzinfo is None
-        or not (math.isfinite(k1) and math.isfinite(k2))
-    ):
+    if w_from.tzinfo is None or w_to.tzinfo is None:
         raise InvalidCursorError
-    return (w_from, w_to), (k1, k2, key[2])
+    k1, k2, vehicle_id = position.key
+    assert isinstance(k1, float)  # the shape says so
+    assert isinstance(k2, float)
+    assert isinstance(vehicle_id, str)
+    return (w_from, w_to), (k1, k2, vehicle_id)
 
 
 def _check_cursor_window(window_from: datetime, window_to: datetime, now: datetime) -> None:
     """A cursor's window must be one this API could have issued (a day of paging allowed)."""
     try:
-        _check_length(window_from, window_to, MIN_WINDOW, MAX_WINDOW)
+        check_length(window_from, window_to, MIN_WINDOW, MAX_WINDOW)
     except InvalidWindowError as exc:
         raise InvalidCursorError from exc
     if window_from < now - timedelta(days=1) or window_to > now + MAX_AHEAD + timedelta(days=1):
@@ -268,18 +189,21 @@ async def search(
     principal: Principal,
     request: SearchRequest,
     *,
+    buffer: timedelta,
     clock: Clock = utc_now,
 ) -> VehiclePage:
-    """One page of vehicles free for the whole window within the radius, in the asked order."""
-    fingerprint = _fingerprint(request)
+    """One page of vehicles free for the whole window within the radius, in the asked order.
+
+    `buffer` is kept free before and after every booking (FREECAR_API_BOOKING_BUFFER_S).
+    """
+    filters = _filters(request)
     after: tuple[float, float, str] | None = None
     if request.cursor is not None:
         # A cursor carries its window, so paging through a "now" search keeps one "now".
-        (window_from, window_to), after = decode_cursor(request.cursor, fingerprint)
+        (window_from, window_to), after = _resume(request.cursor, filters)
         _check_cursor_window(window_from, window_to, clock())
     else:
         window_from, window_to = _resolve_window(request.window_from, request.window_to, clock())
-    buffer = timedelta(seconds=search_settings().booking_buffer_s)
     exact = principal.role.is_staff
     rows = await repository.search(
         conn,
@@ -303,16 +227,16 @@ async def search(
             limit=request.limit + 1,
         ),
     )
-    page = rows[: request.limit]
-    next_cursor = None
-    if len(rows) > request.limit:
-        last = page[-1]
-        next_cursor = encode_cursor(
-            fingerprint, (window_from, window_to), (last.k1, last.k2, last.id)
-        )
+    page = pagination.next_page(
+        rows,
+        request.limit,
+        lambda row: (row.k1, row.k2, row.id),
+        filters,
+        state={"w": [window_from.isoformat(), window_to.isoformat()]},
+    )
     return VehiclePage(
-        items=[_summary(row, exact=exact) for row in page],
-        next_cursor=next_cursor,
+        items=[_summary(row, exact=exact) for row in page.rows],
+        next_cursor=page.next_cursor,
         window=Window(from_=window_from, to=window_to),
     )
 
@@ -396,13 +320,14 @@ def merge_busy(
     return free, busy
 
 
-async def availability(  # noqa: PLR0913 - the window's two ends and the clock
+async def availability(  # noqa: PLR0913 - the window's two ends, the buffer and the clock
     conn: AsyncConnection[Any],
     principal: Principal,
     vehicle_id: str,
     window_from: datetime,
     window_to: datetime,
     *,
+    buffer: timedelta,
     clock: Clock = utc_now,
 ) -> Availability:
     """The vehicle's free and busy time in [from, to): bookings with buffer, maintenance."""
@@ -412,9 +337,8 @@ async def availability(  # noqa: PLR0913 - the window's two ends and the clock
             f"the window must lie between {AVAILABILITY_PAST.days} days ago and "
             f"{AVAILABILITY_AHEAD.days} days ahead"
         )
-    _check_length(window_from, window_to, timedelta(0), MAX_AVAILABILITY_WINDOW)
+    check_length(window_from, window_to, timedelta(0), MAX_AVAILABILITY_WINDOW)
     row = await _visible_vehicle(conn, principal, vehicle_id)
-    buffer = timedelta(seconds=search_settings().booking_buffer_s)
     intervals: list[tuple[datetime, datetime, BusyReason]]
     if row.status in {"maintenance", "retired"}:
         # Out of service until staff say otherwise: nothing in the window can be booked.
@@ -434,72 +358,3 @@ async def availability(  # noqa: PLR0913 - the window's two ends and the clock
         free=free,
         busy=busy,
     )
-
-
-def _window(row: repository.MaintenanceRow) -> MaintenanceWindow:
-    return MaintenanceWindow(
-        id=row.id,
-        vehicle_id=row.vehicle_id,
-        from_=row.starts,
-        to=row.ends,
-        reason=row.reason,
-        created_by=row.created_by,
-        created_at=row.created_at,
-    )
-
-
-async def schedule_maintenance(  # noqa: PLR0913 - the window's fields
-    conn: AsyncConnection[Any],
-    actor: Principal,
-    vehicle_id: str,
-    *,
-    starts: datetime,
-    ends: datetime,
-    reason: str,
-    clock: Clock = utc_now,
-) -> MaintenanceCreated:
-    """Schedule a window; 409 `maintenance_overlap` when it overlaps another one."""
-    now = clock()
-    if ends <= now:
-        raise InvalidWindowError("the window is already over")
-    if ends > now + AVAILABILITY_AHEAD:
-        raise InvalidWindowError(f"`to` is more than {AVAILABILITY_AHEAD.days} days ahead")
-    if starts < now - AVAILABILITY_PAST:
-        raise InvalidWindowError(f"`from` is more than {AVAILABILITY_PAST.days} days ago")
-    _check_length(starts, ends, timedelta(minutes=1), timedelta(days=AVAILABILITY_AHEAD.days))
-    if not await repository.vehicle_exists(conn, vehicle_id):
-        raise NotFoundError("vehicle not found")
-    try:
-        row = await repository.insert_maintenance(
-            conn,
-            vehicle_id=vehicle_id,
-            starts=starts,
-            ends=ends,
-            reason=reason,
-            created_by=actor.user_id,
-        )
-    except ExclusionViolation as exc:
-        raise MaintenanceOverlapError from exc
-    conflicts = await repository.overlapping_bookings(conn, vehicle_id, starts, ends)
-    return MaintenanceCreated(**_window(row).model_dump(), conflicting_bookings=list(conflicts))
-
-
-async def list_maintenance(
-    conn: AsyncConnection[Any], vehicle_id: str, *, include_past: bool, clock: Clock = utc_now
-) -> MaintenanceList:
-    """The vehicle's windows, earliest first; only current and future ones unless asked."""
-    if not await repository.vehicle_exists(conn, vehicle_id):
-        raise NotFoundError("vehicle not found")
-    since = datetime.min.replace(tzinfo=UTC) if include_past else clock()
-    rows = await repository.list_maintenance(
-        conn, vehicle_id, since=since, limit=MAX_MAINTENANCE_LIST
-    )
-    return MaintenanceList(items=[_window(row) for row in rows])
-
-
-async def cancel_maintenance(
-    conn: AsyncConnection[Any], vehicle_id: str, window_id: uuid.UUID
-) -> None:
-    """Remove a window; 404 when the vehicle has no such window."""
-    if not await repository.delete_maintenance(conn, vehicle_id, window_id):
-        raise NotFoundError("maintenance window not found")

@@ -204,6 +204,48 @@ async def test_dev_login_can_take_any_role(api: Api) -> None:
     assert (await api.get("/v1/admin/users", admin)).status_code == 200
 
 
+async def test_dev_login_never_changes_an_existing_accounts_role(api: Api) -> None:
+    name = f"d{secrets.token_hex(4)}"
+    customer = await api.dev_login(name)
+    promote = await api.post("/v1/auth/dev-login", json={"username": name, "role": "admin"})
+    assert (promote.status_code, error_code(promote)) == (409, "dev_login_role_mismatch")
+    assert promote.json()["error"]["details"] == {
+        "username": name,
+        "role": "customer",
+        "requested": "admin",
+    }
+    assert "<Role" not in promote.text
+    # The customer's token still reaches nothing of the staff's, and the account kept its role.
+    denied = await api.get("/v1/admin/users", customer)
+    assert (denied.status_code, error_code(denied)) == (403, "forbidden")
+    assert (await api.get("/v1/me", customer)).json()["role"] == "customer"
+    # Without a role, dev login signs in as the account is; the same role is fine too.
+    again = SignedIn.from_response(await api.post("/v1/auth/dev-login", json={"username": name}))
+    assert (again.role, again.user_id) == ("customer", customer.user_id)
+    assert (await api.dev_login(name, role="customer")).user_id == customer.user_id
+    # A new account without a role is a customer.
+    fresh = await api.post("/v1/auth/dev-login", json={"username": f"n{secrets.token_hex(4)}"})
+    assert SignedIn.from_response(fresh).role == "customer"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
+async def test_dev_login_answers_loopback_clients(api: Api, address: str) -> None:
+    client = api.client_from(address)
+    response = await client.post("/v1/auth/dev-login", json={"username": "demo"})
+    assert response.status_code == 200, response.text
+    await client.aclose()
+
+
+@pytest.mark.parametrize("address", ["203.0.113.7", "10.0.0.2", "2001:db8::1", "testclient"])
+async def test_dev_login_refuses_other_clients(api: Api, address: str) -> None:
+    client = api.client_from(address)
+    response = await client.post(
+        "/v1/auth/dev-login", json={"username": f"far{secrets.token_hex(3)}", "role": "admin"}
+    )
+    assert (response.status_code, error_code(response)) == (403, "dev_login_not_local")
+    await client.aclose()
+
+
 # Refresh rotation
 
 

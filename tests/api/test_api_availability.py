@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-from api_testing import Api, error_code
+from api_testing import Api, MakeApi, error_code
 from test_api_vehicles import Fleet, hours, ids, soon
 
 from api.vehicles.service import merge_busy
@@ -78,6 +78,27 @@ async def test_availability_merges_and_clips(api: Api, fleet: Fleet) -> None:
         slot(start + hours(4), start + hours(8) - BUFFER),
         slot(start + hours(9) + BUFFER, end - timedelta(minutes=5)),
     ]
+
+
+async def test_the_buffer_is_an_api_setting(make_api: MakeApi, fleet: Fleet) -> None:
+    """FREECAR_API_BOOKING_BUFFER_S is read with the API's settings, like every other."""
+    start = soon()
+    vehicle_id = fleet.vehicle(100)
+    fleet.book(vehicle_id, start + hours(1), start + hours(2))
+    async with make_api(api_booking_buffer_s=0) as api:
+        rider = await api.dev_login()
+        response = await api.get(
+            f"/v1/vehicles/{vehicle_id}/availability",
+            rider,
+            params={"from": start.isoformat(), "to": (start + hours(3)).isoformat()},
+        )
+        assert response.json()["buffer_s"] == 0
+        assert _normalise(response.json()["busy"]) == [
+            slot(start + hours(1), start + hours(2), "booking")
+        ]
+        # The search keeps the same buffer: free for the hour right after the booking.
+        window = {"from": (start + hours(2)).isoformat(), "to": (start + hours(3)).isoformat()}
+        assert vehicle_id in await ids(api, rider, fleet.params(radius_m=1_000, **window))
 
 
 async def test_out_of_service_vehicle_is_busy_throughout(api: Api, fleet: Fleet) -> None:

@@ -168,6 +168,59 @@ def test_freecar_api_serves_and_logs_request_ids(
     assert "random key for this process" in output
 
 
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - the address a development API must not take
+
+
+@pytest.mark.parametrize(
+    ("host", "how"),
+    [
+        (ALL_INTERFACES, "flag"),
+        (ALL_INTERFACES, "env"),
+        ("::", "env"),
+        ("192.0.2.10", "env"),
+        ("api.example.com", "env"),
+    ],
+)
+def test_development_mode_refuses_a_network_address(host: str, how: str) -> None:
+    development = clean_env(FREECAR_ENV="development")
+    if how == "flag":
+        result = freecar("api", "--host", host, env=development)
+    else:
+        result = freecar("api", env=development | {"FREECAR_API_HOST": host})
+    assert result.returncode == 2, result.stderr
+    assert "development mode" in result.stderr
+    assert "--allow-development-on-network" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_development_on_a_network_address_when_told() -> None:
+    unreachable = clean_env(
+        FREECAR_ENV="development",
+        FREECAR_DATABASE_URL="postgresql://nobody@127.0.0.1:9/nothing",
+        FREECAR_API_DB_POOL_TIMEOUT_S="0.5",
+        FREECAR_API_PORT=str(_free_port()),
+    )
+    # Past the address check, it goes on to start (and fails on the missing database).
+    flagged = freecar(
+        "api", "--host", ALL_INTERFACES, "--allow-development-on-network", env=unreachable
+    )
+    assert flagged.returncode == 3, flagged.stderr
+    assert "dev login answers only this machine" in flagged.stderr
+    setting = freecar(
+        "api",
+        env=unreachable
+        | {
+            "FREECAR_API_HOST": ALL_INTERFACES,
+            "FREECAR_API_ALLOW_DEVELOPMENT_ON_NETWORK": "true",
+        },
+    )
+    assert setting.returncode == 3, setting.stderr
+    # Loopback addresses need nothing.
+    local = freecar("api", "--host", "127.0.0.1", env=unreachable)
+    assert local.returncode == 3, local.stderr
+
+
 def test_an_unreachable_database_exits_3() -> None:
     result = freecar(
         "api",

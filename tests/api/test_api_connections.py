@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -12,6 +14,7 @@ from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+import api
 from api.deps import _connection
 from api.resources import IdleConnectionCheck, open_resources
 
@@ -80,3 +83,22 @@ async def test_a_connection_is_probed_only_after_it_idled(migrated_database_url:
             assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
             assert conn.info.backend_pid != backend
         assert idle.probes >= 2
+
+
+def test_only_units_of_work_commit() -> None:
+    """Endpoints and services never commit: `api.deps` and `api.work` own every commit.
+
+    A command-line tool (`cli.py`) is a unit of work of its own, like a request.
+    """
+    root = Path(api.__file__).resolve().parent
+    owners = {root / "deps.py", root / "work.py", root / "resources.py"}
+    commits = [
+        f"{path.relative_to(root.parent)}:{node.lineno}"
+        for path in sorted(root.rglob("*.py"))
+        if path not in owners and path.name != "cli.py"
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "commit"
+    ]
+    assert commits == []

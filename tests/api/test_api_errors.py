@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 import logging
+import re
+import typing
 
+import pydantic
 import pytest
 from api_testing import Api, MakeApi, error_code
+from fastapi.routing import APIRoute
 
+from api.app import create_app
 from api.context import LOG_FORMAT, RequestIdFilter, accept_request_id
+from api.settings import ApiSettings
+from core.settings import Environment
+
+if typing.TYPE_CHECKING:
+    from starlette.routing import BaseRoute
 
 pytestmark = pytest.mark.anyio
 
@@ -162,3 +173,77 @@ async def test_an_unknown_query_parameter_is_refused_with_its_name(api: Api) -> 
     assert error["code"] == "unknown_query_parameter"
     assert error["details"]["unknown"] == ["limt"]
     assert "limit" in error["details"]["allowed"]
+
+
+def _literals_of_enum_members(annotation: object, seen: set[int]) -> list[str]:
+    """Literal[...] types made of enum members inside `annotation` (pydantic reprs those)."""
+    if id(annotation) in seen:
+        return []
+    seen.add(id(annotation))
+    found: list[str] = []
+    if typing.get_origin(annotation) is typing.Literal:
+        members = [arg for arg in typing.get_args(annotation) if isinstance(arg, enum.Enum)]
+        if members:
+            found.append(f"Literal{[str(m) for m in members]}")
+    for arg in typing.get_args(annotation):
+        found += _literals_of_enum_members(arg, seen)
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        for name, field in annotation.model_fields.items():
+            found += [
+                f"{annotation.__name__}.{name}: {hit}"
+                for hit in _literals_of_enum_members(field.annotation, seen)
+            ]
+    return found
+
+
+def _api_routes(routes: list[BaseRoute]) -> list[APIRoute]:
+    """Every endpoint, inside included routers too (FastAPI includes them lazily)."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            found += _api_routes(included.routes)
+    return found
+
+
+def test_no_input_is_checked_against_enum_members_that_messages_would_repr() -> None:
+    """A Literal of enum members makes pydantic say `Input should be <Role.ADMIN: 'admin'>`."""
+    app = create_app(ApiSettings(env=Environment.DEVELOPMENT))
+    found: list[str] = []
+    seen: set[int] = set()
+    for route in _api_routes(app.routes):
+        params = [*route.dependant.body_params, *route.dependant.query_params]
+        params += [p for dep in route.dependant.dependencies for p in dep.query_params]
+        for param in params:
+            found += [
+                f"{route.path}: {hit}"
+                for hit in _literals_of_enum_members(param.field_info.annotation, seen)
+            ]
+    assert len(seen) > 50, "the walk found too few parameters to be trusted"
+    assert found == []
+
+
+async def test_validation_messages_show_values_not_enum_reprs(api: Api) -> None:
+    admin = await api.dev_login(role="admin")
+    refused = [
+        await api.post(
+            "/v1/admin/users",
+            admin,
+            json={
+                "email": "new@example.com",
+                "password": "a passphrase for ops",
+                "role": "customer",
+                "display_name": "x",
+            },
+        ),
+        await api.get("/v1/admin/users", admin, params={"role": "owner"}),
+        await api.get("/v1/vehicles", admin, params={"lat": 1, "lon": 1, "sort": "nearest"}),
+    ]
+    for response in refused:
+        assert (response.status_code, error_code(response)) == (422, "validation_error")
+        messages = " ".join(d["message"] for d in response.json()["error"]["details"])
+        assert re.search(r"<\w+\.\w+: ", messages) is None, messages
+    role = refused[0].json()["error"]["details"][0]["message"]
+    assert role == "Input should be 'fleet_manager' or 'admin'"

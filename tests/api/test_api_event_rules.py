@@ -284,10 +284,12 @@ async def test_list_filters_and_keyset_pages(api: Api, migrated_database_url: st
     typo = await api.get(URL, admin, params={"knd": "online"})
     assert typo.status_code == 400
     assert error_code(typo) == "unknown_query_parameter"
-    for params in ({"cursor": "x1"}, {"kind": "no_such_kind"}, {"geofence_id": "0"}):
+    for params in ({"cursor": "x!"}, {"kind": "no_such_kind"}, {"geofence_id": "0"}):
         bad = await api.get(URL, admin, params=params)
         assert bad.status_code == 422, params
         assert error_code(bad) == "validation_error"
+    not_ours = await api.get(URL, admin, params={"cursor": "x1"})
+    assert (not_ours.status_code, error_code(not_ours)) == (409, "invalid_cursor")
 
 
 @pytest.mark.parametrize(

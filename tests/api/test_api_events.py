@@ -131,12 +131,14 @@ async def test_bad_filters_have_stable_codes(api: Api) -> None:
         {"from": "2026-03-01T12:00:00"},  # no UTC offset: ambiguous
         {"vehicle_id": "bad id"},
         {"limit": 0},
-        {"cursor": "bm90LWEtY3Vyc29y"},  # not one of ours
+        {"cursor": "not base64url!"},
         {"geofence_id": -1},
     ):
         response = await api.get("/v1/admin/events", admin, params=params)
         assert response.status_code == 422, params
         assert error_code(response) == "validation_error"
+    not_ours = await api.get("/v1/admin/events", admin, params={"cursor": "bm90LWEtY3Vyc29y"})
+    assert (not_ours.status_code, error_code(not_ours)) == (409, "invalid_cursor")
     # An empty window is not an error: it holds no events.
     backwards = await list_events(
         api, admin, **{"from": T0.isoformat(), "to": (T0 - timedelta(hours=1)).isoformat()}

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
+import psycopg
 import pytest
 from api_testing import Api, MakeApi, SignedIn, error_code
+from psycopg import sql
 
 from api.fleet.schemas import VinCheckMode
 from api.fleet.service import check_vin, vin_check_digit
+from broker.provisioning import CLIENT_NOT_FOUND, DynsecClient
+from db.vehicle_vocabulary import Category, FuelType, VehicleStatus
 
 # The broker tests' MQTT probe (tests/broker has no package to import it from).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "broker"))
@@ -19,6 +24,7 @@ from mqtt_testing import MqttProbe
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from enum import StrEnum
 
     from devstack.stack import DevStack
 
@@ -212,10 +218,18 @@ async def test_list_filters_and_keyset_pages(api: Api, staff: SignedIn) -> None:
     assert none.json()["items"] == []
     by_id = (await api.get("/v1/admin/vehicles", staff, params={"q": ids[3]})).json()
     assert [item["id"] for item in by_id["items"]] == [ids[3]]
-    bad = await api.get("/v1/admin/vehicles", staff, params={"cursor": "bm90LWEtY3Vyc29y"})
+    bad = await api.get("/v1/admin/vehicles", staff, params={"cursor": "0.a"})
     assert (bad.status_code, error_code(bad)) == (422, "validation_error")
-    before_time = await api.get("/v1/admin/vehicles", staff, params={"cursor": "0.a"})
-    assert before_time.json() == {"items": [], "next_cursor": None}
+    not_ours = await api.get("/v1/admin/vehicles", staff, params={"cursor": "bm90LWEtY3Vyc29y"})
+    assert (not_ours.status_code, error_code(not_ours)) == (409, "invalid_cursor")
+    # A cursor pages only the list it was made for.
+    first = (await api.get("/v1/admin/vehicles", staff, params={"q": make, "limit": 1})).json()
+    other = await api.get(
+        "/v1/admin/vehicles",
+        staff,
+        params={"q": make, "status": "available", "cursor": first["next_cursor"]},
+    )
+    assert (other.status_code, error_code(other)) == (409, "invalid_cursor")
 
 
 # MQTT logins
@@ -296,3 +310,129 @@ async def test_created_vehicle_talks_on_its_topics_and_retired_one_is_refused(
     assert gone.connect() in NOT_AUTHORISED
     gone.close()
     watcher.close()
+
+
+@pytest.mark.parametrize(
+    ("column", "vocabulary"),
+    [("category", Category), ("fuel_type", FuelType), ("status", VehicleStatus)],
+)
+def test_the_vocabulary_is_the_tables(
+    migrated_database_url: str, column: str, vocabulary: type[StrEnum]
+) -> None:
+    """db.vehicle_vocabulary and the vehicles table's CHECK constraints list the same words."""
+    with psycopg.connect(migrated_database_url) as conn:
+        definitions = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE conrelid = 'vehicles'::regclass AND contype = 'c'"
+            )
+        ]
+    (check,) = [d for d in definitions if f"({column} = ANY" in d or f"(({column} = ANY" in d]
+    assert set(re.findall(r"'([a-z_]+)'::text", check)) == {word.value for word in vocabulary}
+
+
+# The broker follows commits
+
+
+def install_failure(database_url: str, name: str, clause: LiteralString) -> None:
+    """A trigger `name` (`clause` says when it fires) that makes the database refuse."""
+    trigger = sql.Identifier(name)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$"
+            ).format(trigger)
+        )
+        conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON vehicle_credentials").format(trigger))
+        conn.execute(sql.SQL("CREATE {} EXECUTE FUNCTION {}()").format(sql.SQL(clause), trigger))
+
+
+def broker_knows(devstack: DevStack, username: str) -> bool:
+    """Whether the broker's dynamic security has a client of this name."""
+    with DynsecClient(devstack.info.mqtt_admin_url) as dynsec:
+        found = dynsec.run(
+            {"command": "getClient", "username": username}, accept=(CLIENT_NOT_FOUND,)
+        )
+    return found.get("error") != CLIENT_NOT_FOUND
+
+
+async def test_a_request_that_rolls_back_tells_the_broker_nothing(
+    dynsec_api: Api, devstack: DevStack, migrated_database_url: str
+) -> None:
+    # The commit itself fails for these vehicles: a deferred check, as a constraint would.
+    install_failure(
+        migrated_database_url,
+        "refuse_doomed_commit",
+        "CONSTRAINT TRIGGER refuse_doomed_commit AFTER INSERT ON vehicle_credentials"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.vehicle_id LIKE 'doomed-%')",
+    )
+    staff = await dynsec_api.dev_login(role="fleet_manager")
+    doomed = f"doomed-{secrets.token_hex(3)}"
+    response = await dynsec_api.post("/v1/admin/vehicles", staff, json=vehicle_body(id=doomed))
+    assert (response.status_code, error_code(response)) == (500, "internal_error")
+    missing = await dynsec_api.get(f"/v1/admin/vehicles/{doomed}", staff)
+    assert missing.status_code == 404
+    assert not broker_knows(devstack, doomed)
+    # In bulk, one doomed row rolls every row back, and the broker hears of none.
+    fine, also_doomed = f"t-{secrets.token_hex(3)}", f"doomed-{secrets.token_hex(3)}"
+    rows = [
+        vehicle_body(id=fine) | {"op": "create"},
+        vehicle_body(id=also_doomed) | {"op": "create"},
+    ]
+    response = await dynsec_api.post("/v1/admin/vehicles/bulk", staff, json=rows)
+    assert response.status_code == 500
+    assert not broker_knows(devstack, fine)
+    assert not broker_knows(devstack, also_doomed)
+
+
+async def test_a_committed_login_reaches_the_broker_even_if_its_answer_is_not_recorded(
+    dynsec_api: Api, devstack: DevStack, migrated_database_url: str
+) -> None:
+    # Recording the broker's answer fails for these vehicles, after the vehicle committed.
+    install_failure(
+        migrated_database_url,
+        "refuse_broker_record",
+        "TRIGGER refuse_broker_record BEFORE UPDATE OF broker_synced_at ON vehicle_credentials"
+        " FOR EACH ROW WHEN (NEW.vehicle_id LIKE 'unrecorded-%')",
+    )
+    staff = await dynsec_api.dev_login(role="fleet_manager")
+    vehicle_id = f"unrecorded-{secrets.token_hex(3)}"
+    response = await dynsec_api.post("/v1/admin/vehicles", staff, json=vehicle_body(id=vehicle_id))
+    # The car exists and its one-time password is in the answer, which says what the broker
+    # did; the stored state says the answer was not recorded.
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["credentials"]["broker_provisioned"] is True
+    assert created["broker"] == {"provisioned": False, "error": None, "synced_at": None}
+    car = MqttProbe(
+        devstack.info.mqtt_url, username=vehicle_id, password=created["credentials"]["password"]
+    )
+    try:
+        assert car.connect() == 0
+    finally:
+        car.close()
+
+
+async def test_a_bulk_retirement_refuses_the_vehicles_login(
+    dynsec_api: Api, devstack: DevStack
+) -> None:
+    staff = await dynsec_api.dev_login(role="admin")
+    created = await create(dynsec_api, staff)
+    vehicle_id, password = created["id"], created["credentials"]["password"]
+    assert created["credentials"]["broker_provisioned"] is True
+    response = await dynsec_api.post(
+        "/v1/admin/vehicles/bulk",
+        staff,
+        json=[{"op": "update", "id": vehicle_id, "status": "retired"}],
+    )
+    assert response.status_code == 200, response.text
+    car = MqttProbe(devstack.info.mqtt_url, username=vehicle_id, password=password)
+    try:
+        assert car.connect() in NOT_AUTHORISED
+    finally:
+        car.close()
+    retired = (await dynsec_api.get(f"/v1/admin/vehicles/{vehicle_id}", staff)).json()
+    assert retired["status"] == "retired"
+    assert retired["broker"]["provisioned"] is False

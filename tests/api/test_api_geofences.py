@@ -117,8 +117,10 @@ async def test_list_filters_and_keyset_pages(api: Api) -> None:
     typo = await api.get(URL, admin, params={"knd": "restricted"})
     assert typo.status_code == 400
     assert error_code(typo) == "unknown_query_parameter"
-    bad_cursor = await api.get(URL, admin, params={"cursor": "x1"})
+    bad_cursor = await api.get(URL, admin, params={"cursor": "x!"})
     assert bad_cursor.status_code == 422
+    not_ours = await api.get(URL, admin, params={"cursor": "x1"})
+    assert (not_ours.status_code, error_code(not_ours)) == (409, "invalid_cursor")
 
 
 @pytest.mark.parametrize(

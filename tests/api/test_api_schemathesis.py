@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from api_wechat_fake import FakeWeChatServer
-    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from devstack.testing import RedisIndexPool
 
@@ -53,10 +53,25 @@ def _cases() -> list[tuple[str, str, GenerationMode]]:
 CASES = _cases()
 
 
+class FromLoopback:
+    """The app, called as from 127.0.0.1: schemathesis's client calls itself `testclient`.
+
+    Dev login answers only loopback clients, and the token jar signs in through it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in {"http", "websocket"}:
+            scope = {**scope, "client": ("127.0.0.1", 50000)}
+        await self.app(scope, receive, send)
+
+
 class TokenJar:
     """One signed-in session per role, replaced when a generated call ends it (logout)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self._app = app
         self._headers: dict[str, dict[str, str]] = {}
 
@@ -79,25 +94,25 @@ class TokenJar:
 @pytest.fixture(scope="module")
 def fuzz_app(
     migrated_database_url: str, redis_indexes: RedisIndexPool, wechat: FakeWeChatServer
-) -> Iterator[FastAPI]:
+) -> Iterator[ASGIApp]:
     """The app in development mode (dev-login included), rate limits off."""
     with redis_indexes.lease() as redis_url:
         app = create_app(
             make_settings(migrated_database_url, redis_url, wechat.url, api_rate_limits=False)
         )
-        yield app
+        yield FromLoopback(app)
         # Schemathesis runs the lifespan on its own event loop thread; end it before the
         # database and Redis index go away.
         asgi.shutdown_lifespans()
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzz_app: FastAPI) -> Any:
+def api_schema(fuzz_app: ASGIApp) -> Any:
     return schemathesis.openapi.from_asgi("/openapi.json", fuzz_app)
 
 
 @pytest.fixture(scope="module")
-def tokens(fuzz_app: FastAPI, api_schema: Any) -> TokenJar:
+def tokens(fuzz_app: ASGIApp, api_schema: Any) -> TokenJar:
     del api_schema  # loaded first: it starts the app's lifespan
     return TokenJar(fuzz_app)
 

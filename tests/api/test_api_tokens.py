@@ -214,3 +214,26 @@ async def test_http_refuses_bad_tokens_with_stable_codes(api: Api, clock: FakeCl
     clock.advance(api.settings.api_access_ttl_s)
     expired = await api.get("/v1/me", who)
     assert (expired.status_code, error_code(expired)) == (401, "token_expired")
+
+
+@pytest.mark.anyio
+async def test_a_request_decodes_its_token_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate limiter and the session check share one decoding of the access token."""
+    admin = await api.dev_login(role="admin")
+    assert api.settings.api_rate_limits  # the limiter reads the token too
+    decoded: list[str] = []
+    verify = TokenCodec.verify
+
+    def counting(self: TokenCodec, token: str) -> AccessClaims:
+        decoded.append(token)
+        return verify(self, token)
+
+    monkeypatch.setattr(TokenCodec, "verify", counting)
+    for path in ("/v1/me", "/v1/admin/users", "/v1/auth/sessions"):
+        decoded.clear()
+        assert (await api.get(path, admin)).status_code == 200
+        assert decoded == [admin.access_token], path
+    decoded.clear()
+    refused = await api.client.get("/v1/me", headers={"Authorization": "Bearer v4.local.nope"})
+    assert error_code(refused) == "invalid_token"
+    assert decoded == ["v4.local.nope"]

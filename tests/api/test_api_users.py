@@ -197,16 +197,65 @@ async def test_admins_find_users_by_text_role_and_status(api: Api) -> None:
     assert [u["id"] for u in by_phone["items"]] == [riders[0].user_id]
     by_id = (await api.get("/v1/admin/users", admin, params={"q": riders[1].user_id})).json()
     assert [u["id"] for u in by_id["items"]] == [riders[1].user_id]
-    paged = (
+    first = (
+        await api.get("/v1/admin/users", admin, params={"q": f"find-{tag}", "limit": 2})
+    ).json()
+    assert (first["total"], len(first["items"])) == (3, 2)
+    rest = (
         await api.get(
-            "/v1/admin/users", admin, params={"q": f"find-{tag}", "limit": 2, "offset": 2}
+            "/v1/admin/users",
+            admin,
+            params={"q": f"find-{tag}", "limit": 2, "cursor": first["next_cursor"]},
         )
     ).json()
-    assert (paged["total"], len(paged["items"])) == (3, 1)
+    assert (rest["total"], len(rest["items"]), rest["next_cursor"]) == (3, 1, None)
+    assert [u["id"] for u in first["items"] + rest["items"]] == [
+        riders[n].user_id for n in (2, 1, 0)
+    ]
+    elsewhere = await api.get(
+        "/v1/admin/users", admin, params={"q": "find-", "cursor": first["next_cursor"]}
+    )
+    assert (elsewhere.status_code, error_code(elsewhere)) == (409, "invalid_cursor")
     admins = (await api.get("/v1/admin/users", admin, params={"role": "admin"})).json()
     assert all(u["role"] == "admin" for u in admins["items"])
     wildcard = (await api.get("/v1/admin/users", admin, params={"q": "%"})).json()
     assert wildcard["total"] == 0  # LIKE's wildcards are matched literally
+
+
+async def test_every_admin_view_counts_live_sessions(api: Api) -> None:
+    admin = await api.dev_login(role="admin")
+    tag = secrets.token_hex(4)
+    two = [await api.dev_login(f"count-{tag}-a") for _ in range(2)]
+    one = await api.dev_login(f"count-{tag}-b")
+    await api.post("/v1/auth/logout", two[1])  # an ended session does not count
+    await api.dev_login(f"count-{tag}-b")
+    listed = (await api.get("/v1/admin/users", admin, params={"q": f"count-{tag}"})).json()
+    counts = {user["id"]: user["live_sessions"] for user in listed["items"]}
+    assert counts == {two[0].user_id: 1, one.user_id: 2}
+    for user_id, expected in counts.items():
+        detail = (await api.get(f"/v1/admin/users/{user_id}", admin)).json()
+        assert detail["live_sessions"] == expected
+    # Suspending ends them all; reactivating brings none back; a new sign-in counts again.
+    suspended = await api.post(
+        f"/v1/admin/users/{one.user_id}/suspend", admin, json={"reason": "x"}
+    )
+    assert suspended.json()["live_sessions"] == 0
+    back = await api.post(f"/v1/admin/users/{one.user_id}/reactivate", admin)
+    assert back.json()["live_sessions"] == 0
+    await api.dev_login(f"count-{tag}-b")
+    again = (await api.get("/v1/admin/users", admin, params={"q": f"count-{tag}-b"})).json()
+    assert [user["live_sessions"] for user in again["items"]] == [1]
+    staff = await api.post(
+        "/v1/admin/users",
+        admin,
+        json={
+            "email": unique_email(),
+            "password": "a passphrase for ops",
+            "role": "admin",
+            "display_name": "Count",
+        },
+    )
+    assert staff.json()["live_sessions"] == 0
 
 
 async def test_suspension_kills_sessions_at_once_and_blocks_sign_in(api: Api) -> None:
@@ -308,7 +357,13 @@ async def test_history_pages_backwards(api: Api) -> None:
     url = f"/v1/admin/users/{rider.user_id}/history"
     first = (await api.get(url, admin, params={"limit": 4})).json()
     assert len(first["items"]) == 4
-    rest = (await api.get(url, admin, params={"limit": 4, "before": first["next_before"]})).json()
+    rest = (await api.get(url, admin, params={"limit": 4, "cursor": first["next_cursor"]})).json()
     assert len(rest["items"]) == 2  # five sign-ins and the account's creation
-    assert rest["next_before"] is None
+    assert rest["next_cursor"] is None
+    exactly = (await api.get(url, admin, params={"limit": 6})).json()
+    assert (len(exactly["items"]), exactly["next_cursor"]) == (6, None)
+    other_user = await api.get(
+        f"/v1/admin/users/{admin.user_id}/history", admin, params={"cursor": first["next_cursor"]}
+    )
+    assert (other_user.status_code, error_code(other_user)) == (409, "invalid_cursor")
     assert rest["items"][-1]["action"] == "account_created"

@@ -149,9 +149,9 @@ async def all_pages(api: Api, who: SignedIn, params: dict[str, Any]) -> list[str
 
 async def test_search_filters(api: Api, fleet: Fleet) -> None:
     rider = await api.dev_login()
-    near_economy = fleet.vehicle(100, features=("child_seat", "usb"), price=2000)
+    near_economy = fleet.vehicle(100, features=("child_seat", "usb_charging"), price=2000)
     suv = fleet.vehicle(200, category="suv", features=("child_seat",), price=6000)
-    electric = fleet.vehicle(300, category="electric", features=("usb",), price=4000)
+    electric = fleet.vehicle(300, category="electric", features=("usb_charging",), price=4000)
     far = fleet.vehicle(4_000, price=1000)
     fleet.vehicle(6_000)  # outside 5 km
     fleet.vehicle(150, status="maintenance")
@@ -162,7 +162,9 @@ async def test_search_filters(api: Api, fleet: Fleet) -> None:
     assert await ids(api, rider, fleet.params(radius_m=1_000)) == [near_economy, suv, electric]
     assert await ids(api, rider, fleet.params(category=["suv", "electric"])) == [suv, electric]
     assert await ids(api, rider, fleet.params(features=["child_seat"])) == [near_economy, suv]
-    assert await ids(api, rider, fleet.params(features=["child_seat", "usb"])) == [near_economy]
+    assert await ids(api, rider, fleet.params(features=["child_seat", "usb_charging"])) == [
+        near_economy
+    ]
     assert await ids(api, rider, fleet.params(price_max=4000)) == [near_economy, electric, far]
 
 
@@ -295,6 +297,9 @@ async def test_search_validation(api: Api, fleet: Fleet) -> None:
     assert await code(limit=101) == (422, "validation_error")
     assert await code(sort="nearest") == (422, "validation_error")
     assert await code(category="truck") == (422, "validation_error")
+    # Features are the fleet's vocabulary: a name no car can carry is refused, not unmatched.
+    assert await code(features="usb") == (422, "validation_error")
+    assert await code(features="autopilot") == (422, "validation_error")
     assert await code(**{"from": "2031-01-01T10:00:00"}) == (422, "validation_error")  # naive
     iso = start.isoformat()
     assert await code(**{"from": iso}) == (409, "invalid_window")
@@ -312,6 +317,26 @@ async def test_search_validation(api: Api, fleet: Fleet) -> None:
     )
     assert await code(cursor="bm9wZQ") == (409, "invalid_cursor")
     assert await code(cursor="!!") == (422, "validation_error")
+
+
+async def test_search_and_fleet_speak_one_vocabulary(api: Api) -> None:
+    schema = api.app.openapi()
+    search = schema["paths"]["/v1/vehicles"]["get"]["parameters"]
+    create = schema["components"]["schemas"]["VehicleCreate"]["properties"]
+
+    def enum_of(node: dict[str, Any]) -> list[str]:
+        while "enum" not in node:
+            node = (
+                node.get("items")
+                or next((o for o in node.get("anyOf", []) if o.get("type") != "null"), None)
+                or schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+            )
+        return sorted(node["enum"])
+
+    by_name = {p["name"]: p["schema"] for p in search}
+    assert enum_of(by_name["features"]) == enum_of(create["features"])
+    assert enum_of(by_name["category"]) == enum_of(create["category"])
+    assert "usb_charging" in enum_of(by_name["features"])
 
 
 async def test_cursor_belongs_to_its_search(api: Api, fleet: Fleet) -> None:

@@ -1,0 +1,1 @@
+"""Maintenance windows: when a car cannot be booked (staff schedule them)."""
