@@ -206,11 +206,19 @@ class Verdict(NamedTuple):
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres (haversine): right at a few metres and across a city."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+    """Distance in metres, equirectangular: within 0.1% of great-circle below about 100 km.
+
+    The rules compare distances with a radius of hundreds of metres; a car found farther
+    than that is far, whatever the last digit. It runs for every fix of a parked car, at a
+    third of the haversine formula's cost.
+    """
+    dlon = lon2 - lon1
+    if dlon > 180:  # the short way round across the antimeridian
+        dlon -= 360
+    elif dlon < -180:
+        dlon += 360
+    x = math.radians(dlon) * math.cos(math.radians((lat1 + lat2) / 2))
+    return EARTH_RADIUS_M * math.hypot(x, math.radians(lat2 - lat1))
 
 
 def observe(state: Parking | None, seen: Sighting, config: ParkingConfig) -> Verdict:
@@ -229,30 +237,22 @@ def observe(state: Parking | None, seen: Sighting, config: ParkingConfig) -> Ver
     return _settling(state, seen, config)
 
 
-class _Reach(NamedTuple):
-    """Where a fix lies from a vehicle's point."""
-
-    distance_m: float
-    accuracy_m: float
-    near: bool
-    """Within `away_m` plus both errors: no evidence that the car left the point."""
+def _radius(state: Parking, accuracy_m: float, config: ParkingConfig) -> float:
+    """How far a fix of this accuracy may lie from the point with no evidence of a move."""
+    return config.away_m + state.error_m + accuracy_m
 
 
-def _reach(state: Parking, seen: Sighting, config: ParkingConfig) -> _Reach:
+def _parked(state: Parking, seen: Sighting, config: ParkingConfig) -> Verdict:
     assert seen.lat is not None
     assert seen.lon is not None
     accuracy = config.default_accuracy_m if seen.accuracy_m is None else seen.accuracy_m
     distance = distance_m(state.lat, state.lon, seen.lat, seen.lon)
-    return _Reach(distance, accuracy, distance <= config.away_m + state.error_m + accuracy)
-
-
-def _parked(state: Parking, seen: Sighting, config: ParkingConfig) -> Verdict:
-    reach = _reach(state, seen, config)
-    if reach.near:
-        # The car stands within `accuracy_m` of this fix, so the held point is at most
-        # `distance_m + accuracy_m` from it: perhaps less than the anchor's own accuracy said.
-        error = min(state.error_m, round(reach.distance_m + reach.accuracy_m, _ERROR_DECIMALS))
-        if error != state.error_m or state.away_fixes:
+    if distance <= _radius(state, accuracy, config):
+        # The car stands within `accuracy` of this fix, so the held point is at most
+        # `distance + accuracy` from it: perhaps less than the anchor's own accuracy said.
+        bound = distance + accuracy
+        if bound < state.error_m or state.away_fixes:
+            error = min(state.error_m, round(bound, _ERROR_DECIMALS))
             state = replace(state, error_m=error, away_since=None, away_fixes=0)
         return Verdict(Outcome.HELD, state)
     away_since = seen.ts if state.away_since is None else state.away_since
@@ -260,12 +260,15 @@ def _parked(state: Parking, seen: Sighting, config: ParkingConfig) -> Verdict:
     away_s = seen.ts - away_since
     if away_fixes >= config.confirm_fixes and away_s >= config.confirm_s:
         moved = _anchor(seen, config, parked=False)
-        return Verdict(Outcome.MOVED, moved, reach.distance_m, away_s, away_fixes)
+        return Verdict(Outcome.MOVED, moved, distance, away_s, away_fixes)
     return Verdict(Outcome.HELD, replace(state, away_since=away_since, away_fixes=away_fixes))
 
 
 def _settling(state: Parking, seen: Sighting, config: ParkingConfig) -> Verdict:
-    if not _reach(state, seen, config).near:
+    assert seen.lat is not None
+    assert seen.lon is not None
+    accuracy = config.default_accuracy_m if seen.accuracy_m is None else seen.accuracy_m
+    if distance_m(state.lat, state.lon, seen.lat, seen.lon) > _radius(state, accuracy, config):
         return Verdict(Outcome.FREE, _anchor(seen, config, parked=False))
     near_fixes = state.near_fixes + 1
     if near_fixes >= config.confirm_fixes and seen.ts - state.since >= config.settle_s:
@@ -293,16 +296,20 @@ def _anchor(seen: Sighting, config: ParkingConfig, *, parked: bool) -> Parking:
 # --- fixes as the hub stores them ------------------------------------------------------------
 
 
-def sighting(row: TelemetryRow) -> Sighting:
-    """What the parking rules read from a row (as received: see `received`)."""
+def sighting(row: TelemetryRow, ts: float | None = None) -> Sighting:
+    """What the parking rules read from a row (as received: see `received`).
+
+    `ts` is the row's time in epoch seconds, if the caller has it already.
+    """
+    carried = row.extra is not None and CARRIED_KEY in _notes(row.extra)
     return Sighting(
-        row.ts.timestamp(),
+        row.ts.timestamp() if ts is None else ts,
         row.lat,
         row.lon,
         row.accuracy_m,
         row.heading,
         row.engine_on,
-        own_position=row.lat is not None and CARRIED_KEY not in _notes(row.extra),
+        own_position=row.lat is not None and not carried,
     )
 
 
@@ -312,6 +319,8 @@ def received(row: TelemetryRow) -> TelemetryRow:
     A unit may send an `_hub` field of its own: only a well-formed raw note is restored, and
     a move mark is always dropped, so no fix can raise an alarm by saying it did.
     """
+    if row.extra is None:
+        return row
     notes = _notes(row.extra)
     if RAW_KEY not in notes and MOVED_KEY not in notes:
         return row
@@ -330,10 +339,12 @@ def received(row: TelemetryRow) -> TelemetryRow:
 
 def apply(row: TelemetryRow, verdict: Verdict) -> TelemetryRow:
     """The row to store for a fix (as received) and its verdict."""
-    state = verdict.state
-    if verdict.outcome is Outcome.HELD and state is not None:
+    outcome, state = verdict.outcome, verdict.state
+    if outcome is Outcome.FREE:
+        return row
+    if outcome is Outcome.HELD and state is not None:
         return hold(row, state)
-    if verdict.outcome is Outcome.MOVED:
+    if outcome is Outcome.MOVED:
         mark = {
             "moved_m": round(verdict.moved_m, 1),
             "away_s": round(verdict.away_s, 1),
@@ -345,14 +356,33 @@ def apply(row: TelemetryRow, verdict: Verdict) -> TelemetryRow:
 
 def hold(row: TelemetryRow, state: Parking) -> TelemetryRow:
     """The row at the held point, what it said kept in its raw note."""
-    raw = {name: getattr(row, name) for name in _RAW_FIELDS}
-    return row._replace(
-        lat=state.lat,
-        lon=state.lon,
-        speed_kmh=None if row.speed_kmh is None else 0.0,
-        heading=state.heading,
-        accuracy_m=state.accuracy_m,
-        extra=_with_notes(row.extra, {**_notes(row.extra), RAW_KEY: raw}),
+    raw = {
+        "lat": row.lat,
+        "lon": row.lon,
+        "speed_kmh": row.speed_kmh,
+        "heading": row.heading,
+        "accuracy_m": row.accuracy_m,
+    }
+    # Built whole rather than with `_replace`: this runs for every fix of a parked car.
+    return type(row)(
+        row.vehicle_id,
+        row.ts,
+        row.seq,
+        state.lat,
+        state.lon,
+        None if row.speed_kmh is None else 0.0,
+        state.heading,
+        row.odometer_km,
+        row.fuel_pct,
+        row.battery_pct,
+        row.locked,
+        row.doors_open,
+        row.engine_on,
+        row.alarm,
+        state.accuracy_m,
+        {HUB_NOTES_KEY: {RAW_KEY: raw}}
+        if row.extra is None
+        else _with_notes(row.extra, {**_notes(row.extra), RAW_KEY: raw}),
     )
 
 

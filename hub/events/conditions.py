@@ -184,8 +184,17 @@ class ConditionDetector:
         """
         out = list(rows)
         by_vehicle: dict[str, list[int]] = {}
-        for index in sorted(range(len(rows)), key=lambda i: (rows[i].vehicle_id, rows[i].ts)):
-            by_vehicle.setdefault(rows[index].vehicle_id, []).append(index)
+        unsorted: set[str] = set()
+        for index, row in enumerate(rows):
+            group = by_vehicle.get(row.vehicle_id)
+            if group is None:
+                by_vehicle[row.vehicle_id] = [index]
+            else:
+                if rows[group[-1]].ts > row.ts:
+                    unsorted.add(row.vehicle_id)
+                group.append(index)
+        for vehicle_id in unsorted:  # stable: equal times keep their order
+            by_vehicle[vehicle_id].sort(key=lambda i: rows[i].ts)
         for vehicle_id, indexes in by_vehicle.items():
             try:
                 self._hold_vehicle(vehicle_id, out, indexes)
@@ -202,14 +211,18 @@ class ConditionDetector:
         record = self.record(vehicle_id)
         state = record.parking
         newest = record.last_ts
+        config = self.config.parking
         for index in indexes:
-            row = parking.received(out[index])
+            row = out[index]
+            if state is None and row.engine_on and row.extra is None:
+                continue  # driven, as most fixes are: nothing held, nothing to undo
+            row = parking.received(row)
             ts = row.ts.timestamp()
             if ts <= newest:
                 out[index] = parking.hold_late(state, row)
                 continue
             newest = ts
-            verdict = parking.observe(state, parking.sighting(row), self.config.parking)
+            verdict = parking.observe(state, parking.sighting(row, ts), config)
             state = verdict.state
             out[index] = parking.apply(row, verdict)
         if state != record.parking:

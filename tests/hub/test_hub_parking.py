@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from db.telemetry import TelemetryRow
 from hub import parking
 from hub.events.conditions import ConditionDetector, Conditions
+from hub.events.pipeline import EventPipeline
 from hub.geofences import GeofenceEngine
 from hub.parking import Outcome, Parking, ParkingConfig, Sighting, observe, parked_at
+from hub.stats import HubStats
 
 T0: Final = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 LAT: Final = 31.2304
@@ -456,3 +458,16 @@ def test_the_parking_state_is_saved_with_the_conditions_and_restored() -> None:
     # A record saved before parking was known (an older hub) starts without one.
     old = Conditions.from_json({"low_fuel": True, "locked_lat": 1.0, "locked_lon": 2.0})
     assert (old.low_fuel, old.parking) == (True, None)
+
+
+def test_the_pipeline_holds_a_batch_in_place_and_its_newest_rows_with_it() -> None:
+    # No Redis is contacted: the pipeline connects only to publish.
+    pipeline = EventPipeline("redis://127.0.0.1:9", stats=HubStats())
+    rows = [row(0), row(5, 80.0, speed_kmh=45.0), row(3, 0.0, vehicle_id="car-2", engine_on=True)]
+    latest = {"car-1": rows[1], "car-2": rows[2]}
+    batch_rows = list(rows)
+    pipeline.hold_parked(batch_rows, latest)
+    assert [(r.lat, r.speed_kmh) for r in batch_rows[:2]] == [(LAT, 0.0), (LAT, 0.0)]
+    assert batch_rows[2] is rows[2]  # driven: untouched
+    assert latest == {"car-1": batch_rows[1], "car-2": rows[2]}
+    pipeline.close()
