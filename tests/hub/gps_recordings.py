@@ -35,7 +35,7 @@ LEAD_IN_CYCLES: Final = 3
 class Reading(NamedTuple):
     """One usable TPV report, in the order gpsd sent it."""
 
-    index: int
+    number: int
     fix: GpsdFix
 
 

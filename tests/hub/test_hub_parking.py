@@ -211,7 +211,7 @@ gaps = st.floats(0.2, 120.0)
 def wander(draw: st.DrawFn, *, max_size: int = 120) -> list[Sighting]:
     """Fixes of a standing car, each anywhere within its stated accuracy of it."""
     second = 0.0
-    sightings = []
+    sightings: list[Sighting] = []
     for _ in range(draw(st.integers(1, max_size))):
         second += draw(gaps)
         accuracy = draw(accuracies)

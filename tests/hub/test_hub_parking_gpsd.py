@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -25,6 +26,8 @@ from hub_testing import hub_settings, query_rows, running_hub, seed_vehicles, wa
 from db.geofences import save_geofence_states
 from db.geofences.model import GeofenceKind, GeofenceSpec, GeofenceState
 from db.geofences.repository import insert_geofence
+from db.parking import parked_vehicles
+from hub.parking import distance_m
 from vehicle_agent.agent import Agent
 from vehicle_agent.backends.gpsd import GpsdPositionSource
 from vehicle_agent.backends.sim import SimCar
@@ -87,19 +90,13 @@ def zone_around_first_fix() -> GeofenceSpec:
     first = fixes(WANDER)[0].fix
     east, north = ZONE_OFFSET_M
     lat = first.lat + north / METRES_PER_DEGREE
-    lon = first.lon + east / (METRES_PER_DEGREE * _cos_deg(first.lat))
+    lon = first.lon + east / (METRES_PER_DEGREE * math.cos(math.radians(first.lat)))
     return GeofenceSpec(
         name="garage",
         kind=GeofenceKind.PARKING_ZONE,
         geometry={"type": "Point", "coordinates": [lon, lat]},
         radius_m=ZONE_RADIUS_M,
     )
-
-
-def _cos_deg(degrees: float) -> float:
-    import math  # noqa: PLC0415 - one use
-
-    return math.cos(math.radians(degrees))
 
 
 def park_in_zone(url: str, car: str, spec: GeofenceSpec) -> None:
@@ -200,6 +197,33 @@ def test_parked_cars_with_wandering_receivers_raise_nothing(  # noqa: PLR0917 - 
     )
     # Every recording gave the hub positions to judge (gpsd's first fixes and the rest).
     assert {car for car, count in stored if count >= 3} == set(ids.values()), stored
+    with psycopg.connect(url) as conn:
+        parked = parked_vehicles(conn, list(ids.values()))
+    for car in ids.values():
+        rows = query_rows(
+            url,
+            "SELECT lat, lon, extra FROM telemetry WHERE vehicle_id = %s AND lat IS NOT NULL",
+            car,
+        )
+        # Stored, and shown live, at one point: where the car parked.
+        [held] = {(lat, lon) for lat, lon, _ in rows}
+        assert query_rows(url, "SELECT lat, lon FROM vehicle_state WHERE vehicle_id = %s", car) == [
+            held
+        ]
+        assert (parked[car].lat, parked[car].lon) == held
+    # While the hub heard the wander, kept beside each fix.
+    raw = [
+        e["_hub"]["raw"]
+        for *_, e in query_rows(
+            url,
+            "SELECT extra FROM telemetry WHERE vehicle_id = %s AND extra ? '_hub'",
+            ids["wander"],
+        )
+    ]
+    lat, lon = parked[ids["wander"]].lat, parked[ids["wander"]].lon
+    assert (
+        max(distance_m(lat, lon, r["lat"], r["lon"]) for r in raw if r["lat"] is not None) > 100.0
+    )
     events = query_rows(
         url,
         "SELECT vehicle_id, kind, details FROM events WHERE vehicle_id LIKE %s AND kind = ANY(%s)",

@@ -101,11 +101,10 @@ def test_recorded_wander_is_held_at_the_parked_point_and_raises_nothing(
             ]
             # Every report a second apart, as a message each like an agent's.
             publish(pub, root, car, *sent[car])
-        for car, sent_fixes in sent.items():
-            last = sent_fixes[-1]
-            wait_until(
-                lambda car=car, seq=last.seq: stored(url, car, seq), what=f"{car}'s last fix"
-            )
+        wait_until(
+            lambda: all(stored(url, car, fixes_[-1].seq) for car, fixes_ in sent.items()),
+            what="every car's last fix",
+        )
     assert events_of(url, root) == []
     assert (
         query_rows(url, "SELECT 1 FROM vehicle_commands WHERE vehicle_id LIKE %s", f"{root}-%")
