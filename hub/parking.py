@@ -10,8 +10,9 @@ few numbers, whatever happens) that the hub saves as JSON with the vehicle's con
 
 - **Parked**: the engine is off. The first fix with the engine off (its own position, or the
   last known one) anchors the car: the **held point**. While parked, every fix is stored at
-  the held point (speed 0, the anchor's heading and accuracy); what the car sent is kept in
-  the row's `extra._hub.raw`. With the engine running the car is driven, never held.
+  the held point (speed 0, the anchor's heading and accuracy); what the car sent, where it
+  differs, is kept in the row's `extra._hub.raw`. With the engine running the car is driven,
+  never held.
 - **Moved**: a parked car moves when `confirm_fixes` fixes in a row, spanning at least
   `confirm_s`, each lie further from the held point than `away_m` plus the held point's error
   plus the fix's own accuracy. Wander within the receivers' stated accuracy therefore never
@@ -355,7 +356,16 @@ def apply(row: TelemetryRow, verdict: Verdict) -> TelemetryRow:
 
 
 def hold(row: TelemetryRow, state: Parking) -> TelemetryRow:
-    """The row at the held point, what it said kept in its raw note."""
+    """The row at the held point, what it said kept in its raw note (if it said otherwise)."""
+    speed = None if row.speed_kmh is None else 0.0
+    if (row.lat, row.lon, row.speed_kmh, row.heading, row.accuracy_m) == (
+        state.lat,
+        state.lon,
+        speed,
+        state.heading,
+        state.accuracy_m,
+    ):
+        return row  # a receiver that holds still itself (or the anchor fix): nothing to keep
     raw = {
         "lat": row.lat,
         "lon": row.lon,
@@ -370,7 +380,7 @@ def hold(row: TelemetryRow, state: Parking) -> TelemetryRow:
         row.seq,
         state.lat,
         state.lon,
-        None if row.speed_kmh is None else 0.0,
+        speed,
         state.heading,
         row.odometer_km,
         row.fuel_pct,

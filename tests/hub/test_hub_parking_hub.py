@@ -121,7 +121,7 @@ def test_recorded_wander_is_held_at_the_parked_point_and_raises_nothing(
         assert {(lat, lon) for lat, lon, _, _ in rows} == {held}
         assert {speed for _, _, speed, _ in rows} == {0.0}
         # What the receiver said is kept beside it.
-        raw_speeds = {extra["_hub"]["raw"]["speed_kmh"] for *_, extra in rows}
+        raw_speeds = {extra["_hub"]["raw"]["speed_kmh"] for *_, extra in rows if extra}
         assert max(raw_speeds) >= 40.0  # the recordings' fastest reports
     with psycopg.connect(url) as conn:
         parked = parked_vehicles(conn, list(sent))
