@@ -216,7 +216,8 @@ def test_engine_on_without_trip_and_idle() -> None:
 def test_replays_and_redeliveries_raise_nothing_twice(
     levels: list[float], replayed: list[int]
 ) -> None:
-    rows = [fix(i, fuel_pct=level, speed_kmh=140.0, locked=False) for i, level in enumerate(levels)]
+    driving = {"speed_kmh": 140.0, "locked": False, "engine_on": True}
+    rows = [fix(i, fuel_pct=level, **driving) for i, level in enumerate(levels)]
     once = ConditionDetector(ConditionConfig(overspeed_min_s=3))
     first = kinds(once, rows)
     again = [rows[i] for i in replayed if i < len(rows)]
@@ -224,6 +225,15 @@ def test_replays_and_redeliveries_raise_nothing_twice(
     # The same fixes in any order, all in one batch, give the same events.
     shuffled = ConditionDetector(ConditionConfig(overspeed_min_s=3))
     assert kinds(shuffled, list(reversed(rows))) == first
+
+
+def test_a_tow_replayed_or_reordered_raises_the_alarm_once() -> None:
+    rows = [fix(0), *towed(10)]
+    once = ConditionDetector()
+    assert kinds(once, rows) == ["moving_while_locked"]
+    assert kinds(once, rows[3:] + rows) == []
+    shuffled = ConditionDetector()
+    assert kinds(shuffled, list(reversed(rows))) == ["moving_while_locked"]
 
 
 def test_state_survives_a_restart_through_its_json() -> None:
