@@ -246,6 +246,7 @@ class Writer:
     def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> Written:
         with conn.transaction():
             self._events.prepare(conn, batch_vehicles(batch))
+            self._events.hold_parked(batch.rows, batch.latest)
             inserted = repository.store_telemetry(conn, batch.rows) if batch.rows else 0
             repository.store_dead_letters(conn, batch.dead_letters)
             states = repository.advance_states(conn, batch.latest, batch.presence)
@@ -261,6 +262,7 @@ class Writer:
         accepted: list[TelemetryRow] = []
         with conn.transaction():
             self._events.prepare(conn, batch_vehicles(batch))
+            self._events.hold_parked(batch.rows, batch.latest)
             for message in batch.telemetry_messages:
                 rows = batch.rows[message.first_row : message.end_row]
                 try:

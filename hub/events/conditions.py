@@ -10,37 +10,39 @@ event, not one per fix:
 - `overspeed`: above the limit for `overspeed_min_s`; over when `overspeed_hysteresis_kmh`
   below it. The limit is the vehicle's geofence's (the caller says) or the default.
 - `door_open_while_locked`: locked with a door open.
-- `moving_while_locked`: locked and either moving faster than `moving_speed_kmh` or further
-  than `moving_distance_m` (plus the fixes' accuracy) from where it was locked: a tow truck
-  or a thief. Re-armed by unlocking.
+- `moving_while_locked`: a parked car (engine off) that really moves while locked: a tow
+  truck or a thief. Decided by hub/parking.py from sustained evidence, never by one fix (GPS
+  wander in a garage looks like driving); `hold_parked` runs that before the batch is
+  stored and marks the fix that proved the move. Re-armed by unlocking.
 - `engine_on_without_trip`: the engine runs while the vehicle has no trip.
 - `idle`: engine on, standing (below `idle_speed_kmh`) for `idle_after_s`.
 - `online` / `offline`: changes of the stored online flag (status topic, last will, or the
   hub's silence sweep).
 
 The records are plain data, saved as JSON per vehicle in the batch's transaction, so a hub
-restart neither forgets a condition nor raises it again.
+restart neither forgets a condition nor raises it again. A record also holds the vehicle's
+parking state (hub/parking.py): where a parked car is held, and the evidence of a move so far.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import operator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from hub import parking
 from hub.events.model import Event, EventKind
+from hub.parking import Parking, ParkingConfig
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from db.telemetry import TelemetryRow
     from hub.geofences import SpeedLimit
 
-EARTH_RADIUS_M: Final = 6_371_008.8
-# A fix without an accuracy is assumed this good: a consumer GPS under open sky.
-DEFAULT_ACCURACY_M: Final = 10.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +58,8 @@ class ConditionConfig:
     low_level_pct: float = 15.0
     # Refuelling adds tens of percent; sensor noise is a percent or two.
     level_hysteresis_pct: float = 5.0
-    # GPS speed of a parked car jitters up to a few km/h; 10 is really moving.
-    moving_speed_kmh: float = 10.0
-    # Parked-car GPS drift stays well inside this (plus the fixes' stated accuracy).
-    moving_distance_m: float = 150.0
+    # When a parked car moves (moving_while_locked) and where it is held until then.
+    parking: ParkingConfig = field(default_factory=ParkingConfig)
     idle_speed_kmh: float = 3.0
     # Ten minutes with the engine running and the car standing wastes fuel and money.
     idle_after_s: float = 600.0
@@ -82,17 +82,19 @@ class Conditions:
     overspeed_fence: int | None = None
     """The fence whose limit the overspeed broke (None: the default limit)."""
     door_open_while_locked: bool = False
-    locked_lat: float | None = None
-    locked_lon: float | None = None
     moving_while_locked: bool = False
     engine_without_trip: bool = False
     idle_since: float | None = None
     idle: bool = False
     online: bool | None = None
+    parking: Parking | None = None
+    """Where the car is parked and held, or how it moved (None: driving, or not known)."""
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready data."""
-        return {name: getattr(self, name) for name in _FIELDS}
+        data = {name: getattr(self, name) for name in _FIELDS}
+        data["parking"] = None if self.parking is None else self.parking.to_json()
+        return data
 
     def decisions(self) -> tuple[object, ...]:
         """Everything but `last_ts`: what must be saved when it changes."""
@@ -102,7 +104,9 @@ class Conditions:
     def from_json(cls, data: Mapping[str, Any]) -> Conditions:
         """Rebuild a record; unknown keys (from a newer hub) are ignored."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values["parking"] = Parking.from_json(values.get("parking"))
+        return cls(**values)
 
 
 _FIELDS: Final = tuple(f.name for f in fields(Conditions))
@@ -111,14 +115,6 @@ _FIELDS: Final = tuple(f.name for f in fields(Conditions))
 _DECISIONS: Final = tuple(name for name in _FIELDS if name != "last_ts")
 # attrgetter builds the tuple in C: this runs twice per fix.
 _decisions_of: Final = operator.attrgetter(*_DECISIONS)
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 class ConditionDetector:
@@ -175,6 +171,64 @@ class ConditionDetector:
 
     # --- input ------------------------------------------------------------------------------
 
+    def hold_parked(self, rows: Sequence[TelemetryRow]) -> list[TelemetryRow]:
+        """The rows to store: parked cars at their held point, a fix that proved a move marked.
+
+        Call first in the batch's transaction, before anything stores or evaluates the rows,
+        and hand what it returns on: `apply_fixes` raises `moving_while_locked` from the marks
+        (hub/parking.py decides). Each vehicle's fixes are taken oldest first; one not newer
+        than the last fix applied (a replay, a late backfill) is no evidence, and is held only
+        if the car was parked by then. A row held before (a batch written again after a
+        rollback) is decided afresh from what the car sent. If the rules fail for a vehicle,
+        its fixes are stored as received and its parking state starts afresh (logged).
+        """
+        out = list(rows)
+        by_vehicle: dict[str, list[int]] = {}
+        unsorted: set[str] = set()
+        for index, row in enumerate(rows):
+            group = by_vehicle.get(row.vehicle_id)
+            if group is None:
+                by_vehicle[row.vehicle_id] = [index]
+            else:
+                if rows[group[-1]].ts > row.ts:
+                    unsorted.add(row.vehicle_id)
+                group.append(index)
+        for vehicle_id in unsorted:  # stable: equal times keep their order
+            by_vehicle[vehicle_id].sort(key=lambda i: rows[i].ts)
+        for vehicle_id, indexes in by_vehicle.items():
+            try:
+                self._hold_vehicle(vehicle_id, out, indexes)
+            except Exception:
+                # A bug here must not stop ingest: the fixes go in as the car sent them.
+                log.exception("parking rules failed for %s; fixes stored as received", vehicle_id)
+                for index in indexes:
+                    out[index] = _as_received(rows[index])
+                self.record(vehicle_id).parking = None
+                self._dirty.add(vehicle_id)
+        return out
+
+    def _hold_vehicle(self, vehicle_id: str, out: list[TelemetryRow], indexes: list[int]) -> None:
+        record = self.record(vehicle_id)
+        state = record.parking
+        newest = record.last_ts
+        config = self.config.parking
+        for index in indexes:
+            row = out[index]
+            if state is None and row.engine_on and row.extra is None:
+                continue  # driven, as most fixes are: nothing held, nothing to undo
+            row = parking.received(row)
+            ts = row.ts.timestamp()
+            if ts <= newest:
+                out[index] = parking.hold_late(state, row)
+                continue
+            newest = ts
+            verdict = parking.observe(state, parking.sighting(row, ts), config)
+            state = verdict.state
+            out[index] = parking.apply(row, verdict)
+        if state != record.parking:
+            record.parking = state
+            self._dirty.add(vehicle_id)
+
     def apply_fixes(
         self,
         rows: Iterable[TelemetryRow],
@@ -185,6 +239,7 @@ class ConditionDetector:
     ) -> list[Event]:
         """Apply fixes (any order; each vehicle's are taken oldest first); return new events.
 
+        Pass the rows `hold_parked` returned: a parked car's move is decided there.
         `speed_limit` gives the limit where a fix is (a fence's), None for the default (an
         overspeed against a fence's limit is that fence's event, for its rules);
         `on_trip` says whether a vehicle has a trip under way.
@@ -296,27 +351,19 @@ class ConditionDetector:
         if not row.locked:
             record.door_open_while_locked = False
             record.moving_while_locked = False
-            record.locked_lat = record.locked_lon = None
             return
         if row.doors_open and not record.door_open_while_locked:
             record.door_open_while_locked = True
             found.append((EventKind.DOOR_OPEN_WHILE_LOCKED, {}))
         elif not row.doors_open:
             record.door_open_while_locked = False
-        if row.lat is None or row.lon is None:
+        # Marked by `hold_parked` on the fix that proved a parked car moves (hub/parking.py).
+        mark = parking.move_mark(row)
+        if mark is None or record.moving_while_locked:
             return
-        if record.locked_lat is None or record.locked_lon is None:
-            record.locked_lat, record.locked_lon = row.lat, row.lon
-            return
-        if record.moving_while_locked:
-            return
-        moved = distance_m(record.locked_lat, record.locked_lon, row.lat, row.lon)
-        slack = self.config.moving_distance_m + (row.accuracy_m or DEFAULT_ACCURACY_M)
-        fast = row.speed_kmh is not None and row.speed_kmh >= self.config.moving_speed_kmh
-        if fast or moved > slack:
-            record.moving_while_locked = True
-            details = {"moved_m": round(moved, 1), "speed_kmh": row.speed_kmh}
-            found.append((EventKind.MOVING_WHILE_LOCKED, details))
+        record.moving_while_locked = True
+        details = {**mark, "speed_kmh": row.speed_kmh}
+        found.append((EventKind.MOVING_WHILE_LOCKED, details))
 
     def _engine(
         self,
@@ -346,3 +393,12 @@ class ConditionDetector:
         if not record.idle and ts - record.idle_since >= self.config.idle_after_s:
             record.idle = True
             found.append((EventKind.IDLE, {"idle_s": round(ts - record.idle_since)}))
+
+
+def _as_received(row: TelemetryRow) -> TelemetryRow:
+    """The row as the car sent it, or as it is if even that fails (never a move mark kept)."""
+    try:
+        return parking.received(row)
+    except Exception:
+        log.exception("could not undo a hold of a %s fix; stored as it is", row.vehicle_id)
+        return row

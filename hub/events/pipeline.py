@@ -187,6 +187,25 @@ class EventPipeline:
         if vehicle_ids:
             self._take_turn(conn, vehicle_ids)
 
+    def hold_parked(self, rows: list[TelemetryRow], latest: dict[str, TelemetryRow]) -> None:
+        """Hold parked cars at their parked point, in place: after `prepare`, before storing.
+
+        `rows` are the batch's fixes and `latest` each vehicle's newest of them (what
+        vehicle_state moves to). Both are rewritten, so all the batch stores and evaluates
+        (telemetry, vehicle_state, geofences, the live map, events) sees the held point; the
+        fix as received stays in each held row's `extra._hub.raw` (hub/parking.py). Rows held
+        by an earlier attempt at the same batch are decided afresh.
+        """
+        if not rows:
+            return
+        rows[:] = self.detector.hold_parked(rows)
+        newest: dict[str, TelemetryRow] = {}
+        for row in rows:
+            known = newest.get(row.vehicle_id)
+            if known is None or row.ts > known.ts:  # the first of equal times, as Batch does
+                newest[row.vehicle_id] = row
+        latest.update((vid, newest[vid]) for vid in list(latest) if vid in newest)
+
     def _take_turn(self, conn: psycopg.Connection[Any], vehicle_ids: Collection[str]) -> None:
         repository.lock_vehicles(conn, vehicle_ids)
         revisions = repository.state_revisions(conn, vehicle_ids)

@@ -223,17 +223,26 @@ def seed_vehicles(database_url: str, vehicle_ids: Sequence[str]) -> None:
 
 # About 300 m north: well past the 150 m (plus accuracy) a parked car's GPS may drift.
 METRES_300_LAT = 0.0027
+# A tow in town: 50 m further every 5 s (36 km/h).
+TOW_STEP_LAT = 0.00045
+TOW_STEP_MS = 5_000
 
 
 def publish_theft(pub: Publisher, car: str, root: str) -> None:
-    """A locked, parked car, then the same car 300 m away a minute later."""
+    """A locked, parked car, then the same car towed away: 300 m off a minute later, and on.
+
+    The hub needs three fixes in a row beyond a parked car's drift, over 9 s, to believe it
+    moves (hub/parking.py): the tow gives four, 5 s apart.
+    """
     topic = Topic.telemetry(car, root=root).value
     start = now_ms() - 90_000
     parked = {"locked": True, "engine_on": False, "speed_kmh": 0.0}
     pub.publish(topic, encode_telemetry(make_fix(1, start, **parked)))
     pub.publish(topic, encode_telemetry(make_fix(2, start + 30_000, **parked)))
-    moved = make_fix(3, start + 60_000, lat=31.2304 + METRES_300_LAT, **parked)
-    pub.publish(topic, encode_telemetry(moved))
+    for step in range(4):
+        lat = 31.2304 + METRES_300_LAT + step * TOW_STEP_LAT
+        moved = make_fix(3 + step, start + 60_000 + step * TOW_STEP_MS, lat=lat, **parked)
+        pub.publish(topic, encode_telemetry(moved))
     pub.flush()
 
 

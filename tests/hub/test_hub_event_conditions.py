@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from db.telemetry import TelemetryRow
-from hub.events.conditions import ConditionConfig, ConditionDetector, Conditions, distance_m
+from hub.events.conditions import ConditionConfig, ConditionDetector, Conditions
 from hub.events.model import EventKind
 from hub.geofences import SpeedLimit
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 LAT, LON = 31.2304, 121.4737
+METRES_PER_DEGREE = 111_195.0
 
 
 def fix(second: float, **changes: Any) -> TelemetryRow:
@@ -42,8 +45,26 @@ def fix(second: float, **changes: Any) -> TelemetryRow:
 
 
 def kinds(detector: ConditionDetector, rows: list[TelemetryRow], **kwargs: Any) -> list[str]:
+    """The kinds of the events the rows raise, held first as the hub does."""
     now = kwargs.pop("now", T0 + timedelta(hours=1))
-    return [e.kind.value for e in detector.apply_fixes(rows, now=now, **kwargs)]
+    held = detector.hold_parked(rows)
+    return [e.kind.value for e in detector.apply_fixes(held, now=now, **kwargs)]
+
+
+def metres_north(metres: float) -> float:
+    """The latitude `metres` north of the parked car."""
+    return LAT + metres / METRES_PER_DEGREE
+
+
+def towed(
+    start: float, *, every_s: float = 5.0, speed_kmh: float = 30.0, count: int = 12
+) -> list[TelemetryRow]:
+    """A locked car, engine off, pulled north from where it stood at `start`."""
+    step_m = speed_kmh / 3.6 * every_s
+    return [
+        fix(start + i * every_s, lat=metres_north(i * step_m), speed_kmh=speed_kmh)
+        for i in range(1, count + 1)
+    ]
 
 
 def test_low_fuel_is_raised_once_and_rearmed_only_well_above_the_threshold() -> None:
@@ -87,52 +108,95 @@ def test_a_fence_speed_limit_replaces_the_default_and_owns_the_event() -> None:
 
 def test_door_open_while_locked_and_moving_while_locked() -> None:
     detector = ConditionDetector()
-    rows = [
-        fix(0),
-        fix(1, doors_open=True),
-        fix(2, doors_open=True),
-        fix(3),
-        # Towed: 300 m away, slowly.
-        fix(60, lat=LAT + 0.0027, speed_kmh=4.0),
-        fix(61, lat=LAT + 0.0030, speed_kmh=4.0),
+    rows = [fix(0), fix(1, doors_open=True), fix(2, doors_open=True), fix(3)]
+    assert kinds(detector, rows) == ["door_open_while_locked"]
+    # Towed at 30 km/h, a fix every 5 s: 160 m (150 m plus both fixes' 5 m) is passed by the
+    # fourth fix, and the move is proved two fixes (10 s) later, 250 m away.
+    tow = towed(60)
+    events = detector.apply_fixes(detector.hold_parked(tow), now=T0 + timedelta(hours=1))
+    assert [(e.kind.value, e.ts) for e in events] == [("moving_while_locked", tow[5].ts)]
+    assert events[0].lat == tow[5].lat  # where the car is, not where it was parked
+    assert events[0].details["moved_m"] == pytest.approx(250.0, abs=0.5)
+    assert events[0].details["fixes"] == 3
+    assert events[0].details["away_s"] == 10.0
+    # Once: the alarm is re-armed by unlocking, not by moving on.
+    assert kinds(detector, towed(130, count=5)) == []
+
+
+def test_unlocking_rearms_it_for_the_next_time_the_car_is_parked_and_moved() -> None:
+    detector = ConditionDetector()
+    assert kinds(detector, [fix(0), *towed(10)]) == ["moving_while_locked"]
+    dropped = metres_north(12 * 30 / 3.6 * 5)
+    # Left where the tow ended: unlocked by staff, locked, and standing for two minutes.
+    standing = [fix(80, lat=dropped, locked=False)] + [
+        fix(90 + 10 * i, lat=dropped) for i in range(14)
     ]
-    assert kinds(detector, rows) == ["door_open_while_locked", "moving_while_locked"]
-    # Unlocking re-arms it; locking again anchors the new position.
-    later = [fix(100, locked=False), fix(101, lat=LAT + 0.01), fix(102, speed_kmh=30.0)]
-    assert kinds(detector, later) == ["moving_while_locked"]
+    assert kinds(detector, standing) == []
+    again = [
+        fix(240 + i * 5, lat=dropped + (i + 1) * 41.7 / METRES_PER_DEGREE, speed_kmh=30.0)
+        for i in range(12)
+    ]
+    assert kinds(detector, again) == ["moving_while_locked"]
+
+
+def test_the_gps_speed_of_a_parked_car_is_no_evidence_that_it_moves() -> None:
+    detector = ConditionDetector()
+    # A receiver in a garage: 65 km/h, then 120, standing still; the engine is off.
+    rows = [fix(i, speed_kmh=(65.0, 120.0, 12.0)[i % 3]) for i in range(120)]
+    assert kinds(detector, rows) == []
+    # Stored at the held point, standing: no overspeed either, and the speed kept aside.
+    held = ConditionDetector().hold_parked(rows)
+    assert {(r.lat, r.lon, r.speed_kmh) for r in held} == {(LAT, LON, 0.0)}
+    assert held[1].extra == {
+        "_hub": {
+            "raw": {"lat": LAT, "lon": LON, "speed_kmh": 120.0, "heading": 0.0, "accuracy_m": 5.0}
+        }
+    }
+
+
+def test_a_car_moved_while_unlocked_raises_nothing_and_is_no_longer_held() -> None:
+    detector = ConditionDetector()
+    rows = [fix(0, locked=False), *(row._replace(locked=False) for row in towed(10))]
+    held = detector.hold_parked(rows)
+    assert detector.apply_fixes(held, now=T0) == []
+    assert [r.lat for r in held[-6:]] == [r.lat for r in rows[-6:]]  # as received after the move
+    assert {r.lat for r in held[:5]} == {LAT}  # held until then
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
         st.tuples(
-            st.floats(-100.0, 100.0),  # metres east
-            st.floats(-100.0, 100.0),  # metres north
-            st.floats(0.0, 9.0),  # km/h: below the moving threshold
+            st.floats(0.0, 1.0),  # how far off, as a share of the fix's accuracy
+            st.floats(0.0, 360.0),  # in which direction
+            st.floats(3.0, 250.0),  # the fix's stated accuracy, m
+            st.floats(0.0, 400.0),  # km/h: anything a receiver may say
+            st.floats(0.5, 90.0),  # seconds since the fix before
         ),
         min_size=2,
-        max_size=60,
+        max_size=80,
     )
 )
-def test_a_parked_car_jittering_by_gps_noise_never_counts_as_moving(
-    jitter: list[tuple[float, float, float]],
+def test_a_parked_car_wandering_within_its_accuracy_never_counts_as_moving(
+    wander: list[tuple[float, float, float, float, float]],
 ) -> None:
     detector = ConditionDetector()
-    metre = 1 / 111_320
-    rows = [
-        fix(i, lat=LAT + north * metre, lon=LON + east * metre, speed_kmh=speed)
-        for i, (east, north, speed) in enumerate(jitter)
-    ]
-    anchor = rows[0]
-    assert anchor.lat is not None
-    assert anchor.lon is not None
-    expected = any(
-        row.lat is not None
-        and row.lon is not None
-        and distance_m(anchor.lat, anchor.lon, row.lat, row.lon) > 155.0
-        for row in rows[1:]
-    )
-    assert ("moving_while_locked" in kinds(detector, rows)) == expected
+    rows, second = [], 0.0
+    for share, bearing, accuracy, speed, gap in wander:
+        second += gap
+        off = share * accuracy
+        north = off * math.cos(math.radians(bearing))
+        east = off * math.sin(math.radians(bearing))
+        rows.append(
+            fix(
+                second,
+                lat=metres_north(north),
+                lon=LON + east / (METRES_PER_DEGREE * math.cos(math.radians(LAT))),
+                accuracy_m=accuracy,
+                speed_kmh=speed,
+            )
+        )
+    assert kinds(detector, rows) == []
 
 
 def test_engine_on_without_trip_and_idle() -> None:
@@ -152,7 +216,8 @@ def test_engine_on_without_trip_and_idle() -> None:
 def test_replays_and_redeliveries_raise_nothing_twice(
     levels: list[float], replayed: list[int]
 ) -> None:
-    rows = [fix(i, fuel_pct=level, speed_kmh=140.0, locked=False) for i, level in enumerate(levels)]
+    driving = {"speed_kmh": 140.0, "locked": False, "engine_on": True}
+    rows = [fix(i, fuel_pct=level, **driving) for i, level in enumerate(levels)]
     once = ConditionDetector(ConditionConfig(overspeed_min_s=3))
     first = kinds(once, rows)
     again = [rows[i] for i in replayed if i < len(rows)]
@@ -160,6 +225,15 @@ def test_replays_and_redeliveries_raise_nothing_twice(
     # The same fixes in any order, all in one batch, give the same events.
     shuffled = ConditionDetector(ConditionConfig(overspeed_min_s=3))
     assert kinds(shuffled, list(reversed(rows))) == first
+
+
+def test_a_tow_replayed_or_reordered_raises_the_alarm_once() -> None:
+    rows = [fix(0), *towed(10)]
+    once = ConditionDetector()
+    assert kinds(once, rows) == ["moving_while_locked"]
+    assert kinds(once, rows[3:] + rows) == []
+    shuffled = ConditionDetector()
+    assert kinds(shuffled, list(reversed(rows))) == ["moving_while_locked"]
 
 
 def test_state_survives_a_restart_through_its_json() -> None:

@@ -157,7 +157,7 @@ def test_mosquitto_pub_by_hand_is_stored(
     payload = (
         '{ "v": 1, "seq": 41, "ts": TS, "lat": 31.2304, "lon": 121.4737, "speed_kmh": 12.5,'
         ' "heading": null, "odometer_km": 15000.2, "battery_pct": 81,'
-        ' "locked": true, "doors_open": false, "engine_on": false, "acme_tpms": [2.3, 2.4] }'
+        ' "locked": true, "doors_open": false, "engine_on": true, "acme_tpms": [2.3, 2.4] }'
     ).replace("TS", str(ts))
     broker = BrokerUrl.parse(any_stack.info.mqtt_url)
     command = [
@@ -179,7 +179,7 @@ def test_mosquitto_pub_by_hand_is_stored(
             (car,),
         ).fetchall()
     assert stored == [
-        (41, ts, 31.2304, 121.4737, 12.5, None, 15000.2, None, 81.0, True, False, False,
+        (41, ts, 31.2304, 121.4737, 12.5, None, 15000.2, None, 81.0, True, False, True,
          {"acme_tpms": [2.3, 2.4]}),
     ]  # fmt: skip
     current = state_of(migrated_database_url, car)
