@@ -36,7 +36,6 @@ MAX_FIXES_PER_MESSAGE: Final = 1000
 Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
 Percent = Annotated[float, Field(ge=0, le=100)]
-NonNegative = Annotated[float, Field(ge=0)]
 
 # Largest horizontal accuracy kept as sent, in metres: no two places on Earth are farther apart
 # than half a great circle (pi x 6,371,008.8 m, the mean radius the hub measures with, is
@@ -50,6 +49,11 @@ MAX_ACCURACY_M: Final = 20_016_000.0
 def _at_most_the_earth(accuracy_m: float) -> float:
     return min(accuracy_m, MAX_ACCURACY_M)
 
+
+# The highest odometer reading a fix may carry, in km. The longest-lived cars on record have
+# covered about 5 million km; a reading past twice that is a broken unit, and refusing it keeps
+# trip distances (differences of readings) from being computed from nonsense such as 1e300.
+MAX_ODOMETER_KM: Final = 10_000_000.0
 
 # Metres, >= 0; beyond MAX_ACCURACY_M clamped to it.
 Accuracy = Annotated[float, Field(ge=0), AfterValidator(_at_most_the_earth)]
@@ -77,7 +81,7 @@ class Telemetry(ProtocolModel):
     lon: Longitude | None
     speed_kmh: Annotated[float, Field(ge=0, le=400)] | None
     heading: Annotated[float, Field(ge=0, le=360)] | None
-    odometer_km: NonNegative
+    odometer_km: Annotated[float, Field(ge=0, le=MAX_ODOMETER_KM)]
     fuel_pct: Percent | None = None
     battery_pct: Percent | None = None
     locked: bool

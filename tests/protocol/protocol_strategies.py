@@ -11,7 +11,7 @@ from protocol.acks import Ack, AckStatus
 from protocol.schema import MAX_EPOCH_MILLIS, MAX_QUEUE_ID
 from protocol.status import Status
 from protocol.stored import Stored
-from protocol.telemetry import MAX_ACCURACY_M, Telemetry
+from protocol.telemetry import MAX_ACCURACY_M, MAX_ODOMETER_KM, Telemetry
 from protocol.topics import VEHICLE_ID_PATTERN
 
 # No deadline: a slow or busy machine must not fail a test that is about correctness.
@@ -50,7 +50,7 @@ def fix_dicts(draw: st.DrawFn, *, with_extras: bool = True) -> dict[str, Any]:
         "lon": draw(finite(-180, 180)) if has_position else None,
         "speed_kmh": draw(st.none() | finite(0, 400)),
         "heading": draw(st.none() | finite(0, 360)),
-        "odometer_km": draw(finite(0)),
+        "odometer_km": draw(finite(0, MAX_ODOMETER_KM)),
         "locked": draw(st.booleans()),
         "doors_open": draw(st.booleans()),
         "engine_on": draw(st.booleans()),

@@ -58,6 +58,8 @@ OUT_OF_RANGE = [
     ("heading", -1),
     ("heading", 360.01),
     ("odometer_km", -1),
+    ("odometer_km", 10_000_000.1),
+    ("odometer_km", 1e300),
     ("fuel_pct", 100.5),
     ("fuel_pct", -1),
     ("battery_pct", 101),
