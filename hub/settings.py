@@ -63,11 +63,13 @@ class HubSettings(Settings):
     # load, and 5 commits a second cost nothing.
     hub_batch_max_delay_ms: int = Field(default=200, ge=1, le=60_000)
     # ...or when its messages' payloads add up to this many bytes. A full batch of ordinary
-    # fixes (5,000 of about 250 bytes: 1.2 MB) stays well below it, so normal traffic is
-    # never split; a flood of large messages (up to the broker's 1 MiB each) is cut into
-    # batches a few messages long, whose statements PostgreSQL takes in its stride and
-    # whose memory stays small: the hub holds at most two batches of twice this each.
-    hub_batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=65_536, le=256 * 1024 * 1024)
+    # fixes (5,000 of 250 to 400 bytes: 1.2 to 2 MB) stays below it, so normal traffic is
+    # never split, and a flood of large messages (up to the broker's 1 MiB each) is cut into
+    # batches a few messages long. The hub holds at most two batches of twice this (16 MiB
+    # of payload); decoded JSON takes up to 25 times its size in Python objects at worst
+    # (arrays of empty objects, measured), so memory stays within a few hundred MB whatever
+    # the units send, and within tens of MB for junk (dead letters keep 256 KiB each).
+    hub_batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=65_536, le=256 * 1024 * 1024)
     # Unacknowledged messages the broker may send ahead: MQTT 5 Receive Maximum, and with
     # MQTT 3.1.1 it must equal the broker's max_inflight_messages. Two batches' worth, so one
     # batch fills while the previous one commits. The broker stops sending at this limit,

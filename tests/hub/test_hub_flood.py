@@ -40,7 +40,7 @@ JUNK_SIZE = 1_000_000  # with its topic, under Mosquitto's max_packet_size of 1 
 # 400 MB in all; every third message for a vehicle not in the inventory.
 JUNK_MESSAGES = 400
 FLOOD_BYTES = JUNK_MESSAGES * JUNK_SIZE
-# Far below the flood (measured: about 50 MB). Held whole, junk took a hub to eight times
+# Far below the flood (measured: about 30 MB). Held whole, junk took a hub to eight times
 # the flood's size.
 MAX_GROWTH_BYTES = FLOOD_BYTES // 4
 # The publisher holds at most this many messages of 1 MB in flight.

@@ -21,7 +21,7 @@ def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert defaults.hub_client_id.startswith("hub-")
     assert (defaults.hub_batch_max_fixes, defaults.hub_batch_max_delay_ms) == (5000, 200)
     assert defaults.protocol() is MqttProtocol.V5
-    assert defaults.hub_batch_max_bytes == 8 * 1024 * 1024
+    assert defaults.hub_batch_max_bytes == 4 * 1024 * 1024
     # Unknown vehicles are refused unless an operator opts in (a trial).
     assert defaults.hub_register_unknown is False
     monkeypatch.setenv("FREECAR_TOPIC_ROOT", "staging/fleet")
