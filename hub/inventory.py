@@ -26,6 +26,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+from hub.database import is_outage
 from hub.repository import vehicles
 from hub.repository.vehicles import LISTEN_VEHICLES, VEHICLES_CHANNEL, NewVehicle
 from protocol.errors import ProtocolError
@@ -126,20 +127,31 @@ class Inventory:
         before the batch: a registered vehicle exists whatever becomes of the batch.
         """
         asked = {message.topic.vehicle_id for message in held}
-        with conn.transaction():
-            found = vehicles.standings(conn, asked)
-            registered: set[str] = set()
-            unknown = asked.difference(found)
-            if self._register_unknown and unknown:
-                registered = vehicles.register(conn, _new_vehicles(unknown, held))
-        if registered:
-            self._stats.vehicles_registered += len(registered)
-            log.warning("registered unknown vehicles: %s", ", ".join(sorted(registered)))
+        found = vehicles.standings(conn, asked)
+        unknown = asked.difference(found)
+        registered: set[str] = set()
+        if self._register_unknown and unknown:
+            registered = self._register(conn, _new_vehicles(unknown, held))
         active = {vid for vid, retired in found.items() if not retired} | registered
         self._active.update(active)
         refusals = dict.fromkeys(unknown - registered, NOT_IN_INVENTORY)
         refusals.update((vid, RETIRED) for vid, retired in found.items() if retired)
         return refusals
+
+    def _register(self, conn: psycopg.Connection[Any], new: Sequence[NewVehicle]) -> set[str]:
+        """Register vehicles; if that fails, they stay unknown (their messages are refused)."""
+        try:
+            with conn.transaction():
+                registered = vehicles.register(conn, new)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            log.exception("registering unknown vehicles failed; their messages are refused")
+            return set()
+        if registered:
+            self._stats.vehicles_registered += len(registered)
+            log.warning("registered unknown vehicles: %s", ", ".join(sorted(registered)))
+        return registered
 
 
 def _new_vehicles(vehicle_ids: set[str], held: Sequence[Held]) -> list[NewVehicle]:

@@ -209,6 +209,7 @@ class Writer:
                 if failures >= BUG_ATTEMPTS and mode is not _Mode.DEAD_LETTERS:
                     mode = _Mode.ISOLATING if mode is _Mode.WHOLE else _Mode.DEAD_LETTERS
                     failures = 0
+                    backoff.reset()
                     log.error("writing the batch %s from now on", mode.value)
                     continue
             if not self._pause_after(error, batch, backoff):

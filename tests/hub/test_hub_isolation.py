@@ -207,3 +207,55 @@ def test_a_detector_that_fails_for_one_vehicle_costs_only_its_events(  # noqa: P
     )
     assert kinds == [(fine, "low_fuel")]
     assert any(culprit in record.getMessage() for record in caplog.records)
+
+
+def test_a_batch_no_step_can_write_is_dead_lettered_whole_and_ingest_goes_on(  # noqa: PLR0917 - fixtures
+    devstack: DevStack,
+    migrated_database_url: str,
+    redis_url: str,
+    mqtt_topic_root: str,
+    publisher: Callable[..., Publisher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, root = migrated_database_url, mqtt_topic_root
+    cars = [f"{root}-c{i}" for i in range(3)]
+    seed_vehicles(url, cars)
+    settings = hub_settings(
+        devstack,
+        database_url=url,
+        redis_url=redis_url,
+        root=root,
+        hub_batch_max_delay_ms=ONE_BATCH_MS,
+    )
+    start = now_ms() - 10_000
+    hub = Hub(settings)
+    working = hub.events.prepare
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug in the first step, whatever the batch")
+
+    monkeypatch.setattr(hub.events, "prepare", broken)
+    with hub:
+        assert hub.consumer.wait_connected(30)
+        pub = publisher(devstack.info.mqtt_url)
+        for car in cars:
+            pub.publish(Topic.telemetry(car, root=root).value, encode_telemetry(make_fix(1, start)))
+        pub.flush()
+        # Tried as it is, then isolating, then every message kept as a dead letter.
+        wait_until(lambda: hub.stats.messages_acked >= 3, what="the batch set aside")
+        assert hub.stats.hub_errors == 3
+        assert telemetry_count(url, root) == (0, 0)
+        # Fixed (say, a new release): the next messages are stored as usual.
+        monkeypatch.setattr(hub.events, "prepare", working)
+        for car in cars:
+            pub.publish(
+                Topic.telemetry(car, root=root).value, encode_telemetry(make_fix(2, start + 1000))
+            )
+        pub.flush()
+        wait_until(lambda: telemetry_count(url, root) == (3, 3), what="the next fixes stored")
+    letters = query_rows(
+        url,
+        "SELECT topic, reason FROM dead_letters WHERE topic LIKE %s ORDER BY topic",
+        f"{root}/%",
+    )
+    assert letters == [(Topic.telemetry(car, root=root).value, "hub_error") for car in cars]
