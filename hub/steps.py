@@ -108,9 +108,11 @@ class Work:
         if isinstance(exc, DATA_ERRORS):
             reason, detail = REASON_REFUSED_BY_DATABASE, str(exc)
             self.refused += 1
+            log.warning("database refused a message on %s; dead-lettered: %s", topic, exc)
         else:
             reason, detail = REASON_HUB_ERROR, repr(exc)
             self.failed += 1
+            log.error("writing a message on %s failed; dead-lettered", topic, exc_info=exc)
         self.dead_letters.append(DeadLetter.of(topic, payload, reason, detail, received_at))
 
 
