@@ -105,6 +105,17 @@ def _topic(root: str, i: int) -> str:
     return f"{root}/car-{i % VEHICLES:05d}/telemetry"
 
 
+def _register_fleet(database_url: str) -> None:
+    """Put the benchmark's cars in the inventory: the hub stores nothing for unknown ones."""
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO vehicles (id, plate, make, model, category, fuel_type,"
+            " price_hour_minor, price_day_minor, currency)"
+            " VALUES (%s, %s, 'Bench', 'Car', 'standard', 'petrol', 1000, 9000, 'EUR')",
+            [(f"car-{v:05d}", f"BENCH-{v:05d}") for v in range(VEHICLES)],
+        )
+
+
 def _client(url: str, client_id: str, *, v5: bool) -> tuple[mqtt.Client, BrokerUrl]:
     broker = BrokerUrl.parse(url)
     client = mqtt.Client(
@@ -402,6 +413,7 @@ def run(report: Report, stack: DevStack, pictures: Path, *, quick: bool) -> None
     backlog = QUICK_BACKLOG if quick else BACKLOG
     database_url = stack.create_database("bench_hub")
     status = migrate(database_url)
+    _register_fleet(database_url)
     report.context["Hub MQTT"] = f"{stack.info.mqtt_broker} {stack.info.mqtt_version}"
     report.context["Hub telemetry table"] = "hypertable" if status.timescaledb else "plain"
     root = f"bench{os.getpid()}"

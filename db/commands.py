@@ -9,9 +9,8 @@ caller can wait for the outcome without polling:
     conn.commit()                                   # the hubs hear of it only now
     final = wait_for_command(listen_conn, command.id, timeout_s=30)
 
-Both halves come in a blocking and an asyncio flavour (`*_async`) over the same SQL. The
-caller owns the transaction: nothing here commits, except that waiting needs an autocommit
-connection (LISTEN takes effect only outside a transaction).
+The caller owns the transaction: nothing here commits, except that waiting needs an
+autocommit connection (LISTEN takes effect only outside a transaction).
 """
 
 from __future__ import annotations
@@ -186,9 +185,6 @@ def _not_issued(vehicle_id: str, status: object) -> CommandError:
     return RetiredVehicleError(f"vehicle {vehicle_id!r} is retired")
 
 
-# --- blocking ----------------------------------------------------------------------------------
-
-
 def issue_command(  # noqa: PLR0913 - keyword-only audit fields
     conn: psycopg.Connection[Any],
     vehicle_id: str,
@@ -265,64 +261,3 @@ def wait_for_command(
                 pass
     finally:
         conn.execute(_UNLISTEN_STATUS)
-
-
-# --- asyncio -----------------------------------------------------------------------------------
-
-
-async def issue_command_async(  # noqa: PLR0913 - keyword-only audit fields
-    conn: psycopg.AsyncConnection[Any],
-    vehicle_id: str,
-    action: Action,
-    *,
-    issued_by: str,
-    reason: str = "",
-    ttl_s: int = DEFAULT_TTL_S,
-    correlation_id: str | None = None,
-) -> Command:
-    """`issue_command` for asyncio connections."""
-    params = _issue_params(
-        vehicle_id,
-        action=action,
-        issued_by=issued_by,
-        reason=reason,
-        ttl_s=ttl_s,
-        correlation_id=correlation_id,
-    )
-    async with conn.cursor(row_factory=class_row(Command)) as cur:
-        await cur.execute(_ISSUE, params)
-        command = await cur.fetchone()
-    if command is None:
-        cur2 = await conn.execute(_VEHICLE_STATUS, params)
-        row = await cur2.fetchone()
-        raise _not_issued(vehicle_id, None if row is None else row[0])
-    return command
-
-
-async def get_command_async(conn: psycopg.AsyncConnection[Any], command_id: UUID) -> Command | None:
-    """`get_command` for asyncio connections."""
-    async with conn.cursor(row_factory=class_row(Command)) as cur:
-        await cur.execute(_GET, {"id": command_id})
-        return await cur.fetchone()
-
-
-async def wait_for_command_async(
-    conn: psycopg.AsyncConnection[Any], command_id: UUID, *, timeout_s: float
-) -> Command:
-    """`wait_for_command` for asyncio connections (also autocommit only)."""
-    if not conn.autocommit:
-        raise ValueError("waiting for a command needs an autocommit connection")
-    deadline = time.monotonic() + timeout_s
-    await conn.execute(_LISTEN_STATUS)
-    try:
-        while True:
-            command = await get_command_async(conn, command_id)
-            if command is None:
-                raise LookupError(f"no command {command_id}")
-            remaining = deadline - time.monotonic()
-            if command.finished or remaining <= 0:
-                return command
-            async for _ in conn.notifies(timeout=remaining, stop_after=1):
-                pass
-    finally:
-        await conn.execute(_UNLISTEN_STATUS)

@@ -1,34 +1,53 @@
 """One batch of ingest work, and the hand-off of batches from the MQTT thread to the writer.
 
 The MQTT thread fills the current `Batch`; the writer takes it when it holds
-`max_fixes` fixes or `max_messages` messages, or when its first message is `max_delay_s`
-old, whichever comes first, and a fresh batch starts filling while the writer commits.
+`max_fixes` fixes, `max_messages` messages or `max_bytes` bytes of payload, or when its
+first message is `max_delay_s` old, whichever comes first, and a fresh batch starts filling
+while the writer commits.
 
-Memory stays bounded when the writer cannot commit (database down). The broker's window
-comes first: it stops sending once the hub's unacknowledged messages fill it (MQTT 5
-Receive Maximum, twice `max_messages`; for MQTT 3.1.1, Mosquitto's max_inflight_messages).
-The guarantee does not depend on the broker: the MQTT thread blocks in `acquire()` once the
-current batch holds `2 * max_fixes` fixes, so the hub holds at most two such batches (the
-writer's and the current one); while blocked it reads nothing, and TCP flow control holds
-the broker back.
+Memory stays bounded when the writer cannot commit (database down) and whatever the
+messages say. The broker's window comes first: it stops sending once the hub's
+unacknowledged messages fill it (MQTT 5 Receive Maximum, twice `max_messages`; for MQTT
+3.1.1, Mosquitto's max_inflight_messages). The guarantee does not depend on the broker: the
+MQTT thread blocks in `acquire()` once the current batch holds `2 * max_fixes` fixes or
+`2 * max_bytes` bytes, so the hub holds at most two such batches (the writer's and the
+current one); while blocked it reads nothing, and TCP flow control holds the broker back.
+Bytes count every message's payload as received, and a dead letter keeps at most
+`DEAD_LETTER_PAYLOAD_LIMIT` of it: a flood of large junk costs a few batches' worth.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from datetime import datetime
     from uuid import UUID
 
     from db.telemetry import TelemetryRow
+    from protocol.topics import Topic
 
 # How long a blocked producer sleeps between checks that the hub is not stopping.
 _BLOCKED_POLL_S = 0.25
+# A dead letter keeps this much of its payload. The largest message a unit sends under the
+# protocol (1,000 fixes of about 250 bytes) fits whole, so any real message the hub refused
+# can be replayed; past that it is junk, and its size and SHA-256 identify it. Kept whole,
+# 800 junk messages of 1 MB took a hub to 6.4 GB and a statement past PostgreSQL's limits.
+DEAD_LETTER_PAYLOAD_LIMIT: Final = 256 * 1024
+# Longest text (topic, detail) a dead letter keeps: enough for any topic and error message.
+_TEXT_LIMIT: Final = 500
+
+
+def clean_text(text: str) -> str:
+    """Text a PostgreSQL text column accepts (no NUL), cut to a length worth keeping."""
+    # An error may quote a NUL from a hostile payload; a topic may hold one too.
+    return text.replace("\x00", "\\x00")[:_TEXT_LIMIT]
 
 
 @dataclass(slots=True)
@@ -50,13 +69,33 @@ class Presence:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message the hub could not accept, kept byte for byte."""
+    """A message the hub could not accept: its payload (cut to a bound), size and hash."""
 
     topic: str
     payload: bytes
+    """The first `DEAD_LETTER_PAYLOAD_LIMIT` bytes of the payload (all of it, usually)."""
     reason: str
     detail: str
     received_at: datetime
+    payload_size: int
+    """The whole payload's size in bytes."""
+    payload_sha256: bytes
+    """The whole payload's SHA-256."""
+
+    @classmethod
+    def of(
+        cls, topic: str, payload: bytes, reason: str, detail: str, received_at: datetime
+    ) -> DeadLetter:
+        """A dead letter for a message: text cleaned, payload cut, whole size and hash kept."""
+        return cls(
+            clean_text(topic),
+            payload[:DEAD_LETTER_PAYLOAD_LIMIT],
+            reason,
+            clean_text(detail),
+            received_at,
+            len(payload),
+            hashlib.sha256(payload).digest(),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +108,9 @@ class CommandAck:
     reason: str | None
     locked: bool | None
     received_at: datetime
+    topic: str
+    payload: bytes
+    """The message as received, to dead-letter if the database refuses it."""
 
 
 class TelemetryMessage(NamedTuple):
@@ -79,6 +121,25 @@ class TelemetryMessage(NamedTuple):
     received_at: datetime
     first_row: int
     end_row: int
+
+
+class StatusMessage(NamedTuple):
+    """A status message whose evidence the batch holds, to single it out if refused."""
+
+    vehicle_id: str
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+class Held(NamedTuple):
+    """A message of a vehicle the hub does not know yet: the writer asks the database first."""
+
+    topic: Topic
+    raw_topic: str
+    payload: bytes
+    retained: bool
+    received_at: datetime
 
 
 @dataclass(slots=True)
@@ -92,18 +153,22 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     command_acks: list[CommandAck] = field(default_factory=list)
     telemetry_messages: list[TelemetryMessage] = field(default_factory=list)
+    status_messages: list[StatusMessage] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    """Messages of vehicles not in the hub's inventory: the writer settles them first."""
     # (connection generation, packet id) of each QoS 1 message, acknowledged after commit.
     deliveries: list[tuple[int, int]] = field(default_factory=list)
     messages: int = 0
-    # Fixes received (kept or not): what the size limit and the memory bound count.
+    # Fixes received (kept or not) and payload bytes received: what the size limits and
+    # the memory bound count.
     fixes: int = 0
+    bytes: int = 0
     opened_at: float | None = None
 
-    def keep_row(self, row: TelemetryRow) -> None:
-        """Add a row to store, and let it become the vehicle's state if it is the newest."""
+    def keep_row(self, row: TelemetryRow, *, newest: bool) -> None:
+        """Add a row to store; `newest` (the filter's word) makes it the vehicle's state."""
         self.rows.append(row)
-        newest = self.latest.get(row.vehicle_id)
-        if newest is None or row.ts > newest.ts:
+        if newest or row.vehicle_id not in self.latest:
             self.latest[row.vehicle_id] = row
 
     def saw(
@@ -133,13 +198,16 @@ class Batcher:
         max_fixes: int,
         max_messages: int,
         max_delay_s: float,
+        max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_fixes = max_fixes
         self.max_messages = max_messages
         self.max_delay_s = max_delay_s
-        # Past this the producer waits: the writer is behind by a whole batch already.
+        self.max_bytes = max_bytes
+        # Past these the producer waits: the writer is behind by a whole batch already.
         self.hard_cap_fixes = 2 * max_fixes
+        self.hard_cap_bytes = 2 * max_bytes
         self._clock = clock
         # A plain Lock, not the default RLock: it is taken for every message.
         self._cond = threading.Condition(threading.Lock())
@@ -152,7 +220,14 @@ class Batcher:
         return self._closed
 
     def _full(self, batch: Batch) -> bool:
-        return batch.fixes >= self.max_fixes or batch.messages >= self.max_messages
+        return (
+            batch.fixes >= self.max_fixes
+            or batch.messages >= self.max_messages
+            or batch.bytes >= self.max_bytes
+        )
+
+    def _at_hard_cap(self, batch: Batch) -> bool:
+        return batch.fixes >= self.hard_cap_fixes or batch.bytes >= self.hard_cap_bytes
 
     def acquire(self) -> Batch | None:
         """Lock and lend the current batch to the producer; None once closed.
@@ -163,7 +238,7 @@ class Batcher:
         """
         cond = self._cond
         cond.acquire()
-        while self._current.fixes >= self.hard_cap_fixes and not self._closed:
+        while self._at_hard_cap(self._current) and not self._closed:
             cond.wait(_BLOCKED_POLL_S)
         if self._closed:
             cond.release()
@@ -175,9 +250,19 @@ class Batcher:
 
     def release(self, batch: Batch) -> None:
         """Give the batch back after adding to it; wake the writer if it is now full."""
-        if batch.fixes >= self.max_fixes or batch.messages >= self.max_messages:
+        if self._full(batch):
             self._cond.notify_all()
         self._cond.release()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the producer's lock without taking a batch: for the writer's admissions.
+
+        Intake (its filters and counters) is only ever used under this lock, so the writer
+        may run it too, on the batch it is writing, while the producer waits.
+        """
+        with self._cond:
+            yield
 
     def take(self, timeout: float) -> Batch | None:
         """The next batch once it is full or due, else None after `timeout` seconds.

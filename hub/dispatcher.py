@@ -30,9 +30,10 @@ import redis
 from psycopg import sql
 
 from db.commands import COMMANDS_CHANNEL
-from hub import repository
+from hub.database import connect
 from hub.events.pipeline import command_failed_events, publish_events, store_events
 from hub.fanout import REDIS_TIMEOUT_S
+from hub.repository import commands
 from protocol.backoff import Backoff
 from protocol.commands import Action
 from protocol.topics import Topic
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from hub.consumer import PublishTicket
-    from hub.repository import ClaimedCommand
+    from hub.repository.commands import ClaimedCommand
     from hub.stats import HubStats
     from protocol.signing import CommandSigner
 
@@ -54,7 +55,6 @@ CLAIM_LIMIT: Final = 100
 # Reconnect delays for the dispatcher's database connection, as for the writer's.
 RETRY_FIRST_S: Final = 0.2
 RETRY_CAP_S: Final = 10.0
-CONNECT_TIMEOUT_S: Final = 5
 
 _LISTEN: Final = sql.SQL("LISTEN {}").format(sql.Identifier(COMMANDS_CHANNEL))
 
@@ -115,12 +115,7 @@ class CommandDispatcher:
         backoff = Backoff(initial_s=RETRY_FIRST_S, max_s=RETRY_CAP_S)
         while not self._stop.is_set():
             try:
-                with psycopg.connect(
-                    self._database_url,
-                    autocommit=True,
-                    connect_timeout=CONNECT_TIMEOUT_S,
-                    application_name="freecar-hub-commands",
-                ) as conn:
+                with connect(self._database_url, "commands") as conn:
                     conn.execute(_LISTEN)
                     backoff.reset()
                     self._serve(conn)
@@ -150,7 +145,7 @@ class CommandDispatcher:
     def _dispatch_round(self, conn: psycopg.Connection[Any]) -> int:
         """Claim, sign, publish and settle one round of commands; return how many claimed."""
         with conn.transaction():
-            claimed = repository.claim_commands(
+            claimed = commands.claim_commands(
                 conn,
                 hub_id=self._hub_id,
                 key_id=self._signer.key_id,
@@ -172,7 +167,7 @@ class CommandDispatcher:
             self._stats.commands_send_failed += len(failed)
             log.warning("%d commands not taken by the broker; back in the queue", len(failed))
             with conn.transaction():
-                repository.unclaim_commands(conn, failed)
+                commands.unclaim_commands(conn, failed)
         return len(claimed)
 
     def _send(self, command: ClaimedCommand) -> PublishTicket | None:
@@ -198,7 +193,7 @@ class CommandDispatcher:
 
     def _expire(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
-            expired = repository.expire_commands(
+            expired = commands.expire_commands(
                 conn, min_remaining_s=self._min_remaining_s, grace_s=self._answer_grace_s
             )
             stored = store_events(conn, command_failed_events(expired))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from datetime import datetime
 
-    from hub.repository import LiveState
+    from hub.repository.vehicle_state import LiveState
     from hub.stats import HubStats
 
 log = logging.getLogger(__name__)

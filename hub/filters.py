@@ -18,6 +18,9 @@ A fix without a position (status-only) is always kept and placed at the last kno
 Nothing that changes `locked`, `doors_open`, `engine_on` or `alarm` is ever dropped: a fix
 whose position is refused becomes a status-only fix at the last known position, a fix from
 the future is kept as a status-only fix at the hub's clock, a too-old fix is kept as it is.
+
+A track's newest status and position move only to a newer fix, by `hub.ordering.is_newer`
+(the unit's `seq` first, its clock second), the rule that also orders `vehicle_state`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final, NamedTuple
+
+from hub.ordering import is_newer
 
 if TYPE_CHECKING:
     from protocol.telemetry import Telemetry
@@ -62,12 +67,13 @@ class FilterConfig:
 
 
 class Position(NamedTuple):
-    """A place a vehicle was at, with the fix's time (ms) and horizontal accuracy (m)."""
+    """A place a vehicle was at, with the fix's time (ms), accuracy (m) and counter."""
 
     lat: float
     lon: float
     ts: int
     accuracy_m: float
+    seq: int | None = None
 
 
 # (locked, doors_open, engine_on, alarm): what a filter must never drop a change of.
@@ -91,6 +97,8 @@ class Decision(NamedTuple):
     lon: float | None = None
     # For a carried position: the time of the fix it came from.
     position_ts: int | None = None
+    # The newest fix of the vehicle so far (by `hub.ordering`): its status is the state's.
+    newest: bool = False
 
 
 _DROPPED: Final = {reason: Decision(keep=False, reason=reason) for reason in Reason}
@@ -101,6 +109,7 @@ class Track:
     """What the hub remembers about one vehicle between fixes."""
 
     last_ts: int = 0
+    last_seq: int | None = None
     status: Status | None = None
     position: Position | None = None
     # A fix refused as a jump; if the next fix agrees with it, the anchor was the glitch.
@@ -160,11 +169,12 @@ class FixFilter:
         """The vehicle's memory, if it has any."""
         return self._tracks.get(vehicle_id)
 
-    def seed(
+    def seed(  # noqa: PLR0913 - the fields of a stored state, by keyword
         self,
         vehicle_id: str,
         *,
         ts: int,
+        seq: int | None,
         status: Status,
         lat: float | None,
         lon: float | None,
@@ -172,8 +182,8 @@ class FixFilter:
         """Start from a stored state (the hub's start-up), as if that fix had just passed."""
         position = None
         if lat is not None and lon is not None:
-            position = Position(lat, lon, ts, self.config.default_accuracy_m)
-        self._tracks[vehicle_id] = Track(last_ts=ts, status=status, position=position)
+            position = Position(lat, lon, ts, self.config.default_accuracy_m, seq)
+        self._tracks[vehicle_id] = Track(last_ts=ts, last_seq=seq, status=status, position=position)
 
     def check(self, vehicle_id: str, fix: Telemetry, now_ms: int) -> Decision:
         """Decide what to store for `fix`, and remember it if it is kept."""
@@ -190,7 +200,9 @@ class FixFilter:
         if ts > now_ms + config.max_future_ms:
             # The car's clock is wrong but a lock or door change is real: keep that, at the
             # hub's clock, where the car last was.
-            return self._status_only(track, ts, now_ms, status, Reason.FUTURE, keep=changed)
+            return self._status_only(
+                track, fix.seq, ts, now_ms, status, Reason.FUTURE, keep=changed
+            )
         too_old = ts < now_ms - config.max_age_ms
         if too_old and not changed:
             return _DROPPED[Reason.TOO_OLD]
@@ -199,17 +211,28 @@ class FixFilter:
         lat, lon = fix.lat, fix.lon
         if lat is None or lon is None:
             # Status-only by the unit's choice (no GPS fix): always kept.
-            return self._status_only(track, ts, ts, status, time_reason, keep=True)
+            return self._status_only(track, fix.seq, ts, ts, status, time_reason, keep=True)
         refused = self._refuse_position(track, fix, lat, lon)
         if refused is not None:
-            return self._status_only(track, ts, ts, status, refused, keep=changed)
+            return self._status_only(track, fix.seq, ts, ts, status, refused, keep=changed)
 
         track.remember(ts, config.recent_per_vehicle)
         track.witness = None
-        if track.position is None or ts > track.position.ts:
-            track.position = Position(lat, lon, ts, self._accuracy(fix))
-        self._advance(track, ts, status)
-        return Decision(keep=True, reason=time_reason, ts=ts, own_position=True, lat=lat, lon=lon)
+        anchor = track.position
+        if anchor is None or is_newer(
+            fix.seq, ts, than_seq=anchor.seq, than_ts=anchor.ts, allowance=config.max_future_ms
+        ):
+            track.position = Position(lat, lon, ts, self._accuracy(fix), fix.seq)
+        newest = self._advance(track, fix.seq, ts, status)
+        return Decision(
+            keep=True,
+            reason=time_reason,
+            ts=ts,
+            own_position=True,
+            lat=lat,
+            lon=lon,
+            newest=newest,
+        )
 
     def _refuse_position(
         self, track: Track, fix: Telemetry, lat: float, lon: float
@@ -232,7 +255,7 @@ class FixFilter:
             # the glitch (or the car was carried, e.g. towed with the unit off). Re-anchor.
             track.position = None
             return None
-        track.witness = Position(lat, lon, fix.ts, accuracy)
+        track.witness = Position(lat, lon, fix.ts, accuracy, fix.seq)
         return Reason.IMPOSSIBLE_JUMP
 
     def _too_fast(
@@ -253,9 +276,10 @@ class FixFilter:
         accuracy = fix.accuracy_m
         return self.config.default_accuracy_m if accuracy is None else accuracy
 
-    def _status_only(  # noqa: PLR0913 - all keyword-free by design would not read better
+    def _status_only(  # noqa: PLR0913, PLR0917 - keyword-free by design would not read better
         self,
         track: Track,
+        seq: int,
         sent_ts: int,
         ts: int,
         status: Status,
@@ -270,9 +294,9 @@ class FixFilter:
         # Remember the time the unit sent, so a redelivery of the same message is a duplicate.
         track.remember(sent_ts, self.config.recent_per_vehicle)
         position = track.position
-        self._advance(track, ts, status)
+        newest = self._advance(track, seq, ts, status)
         if position is None:
-            return Decision(keep=True, reason=reason, ts=ts)
+            return Decision(keep=True, reason=reason, ts=ts, newest=newest)
         return Decision(
             keep=True,
             reason=reason,
@@ -280,15 +304,20 @@ class FixFilter:
             lat=position.lat,
             lon=position.lon,
             position_ts=position.ts,
+            newest=newest,
         )
 
-    @staticmethod
-    def _advance(track: Track, ts: int, status: Status) -> None:
-        """Move the vehicle's newest time and status forward (never back)."""
-        if ts <= track.last_ts:
-            return
+    def _advance(self, track: Track, seq: int, ts: int, status: Status) -> bool:
+        """Move the vehicle's newest fix and status forward (never back); True if it moved."""
+        if track.status is not None and not is_newer(
+            seq, ts, than_seq=track.last_seq, than_ts=track.last_ts,
+            allowance=self.config.max_future_ms,
+        ):  # fmt: skip
+            return False
         track.last_ts = ts
+        track.last_seq = seq
         if status[3] is None and track.status is not None:
             # An omitted alarm means unknown, not off: keep the last known value.
             status = (status[0], status[1], status[2], track.status[3])
         track.status = status
+        return True

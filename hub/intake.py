@@ -4,6 +4,14 @@ Runs on the MQTT thread for every message, so it does the least that is correct:
 topic, decode with the protocol package, run the filters, build rows. Anything a message
 gets wrong (bad topic, bad payload) becomes a dead letter; anything the hub gets wrong (a
 bug in a handler) is logged and dead-lettered too, so one message can never stop ingest.
+
+A message of a vehicle that is not in the hub's inventory (`hub.inventory`) is held in the
+batch as it came, neither decoded nor filtered; before the batch's transaction the writer
+asks the database and calls `admit`: a vehicle added a moment ago is then taken in, and the
+messages of unknown or retired vehicles become dead letters (`unknown_vehicle`).
+
+Intake is used under the batcher's lock only (by the MQTT thread, and by the writer for
+`admit`), so its filters and counters see one caller at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from db.telemetry import TelemetryRow
-from hub.batch import CommandAck, DeadLetter, TelemetryMessage
+from hub.batch import CommandAck, DeadLetter, Held, StatusMessage, TelemetryMessage
 from protocol.acks import decode_ack
 from protocol.errors import ProtocolError, TopicError
 from protocol.status import decode_status
@@ -21,7 +29,7 @@ from protocol.telemetry import decode_telemetry
 from protocol.topics import Topic, TopicKind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Container, Mapping
 
     from hub.batch import Batch
     from hub.filters import Decision, FixFilter
@@ -35,12 +43,12 @@ ONE_MS: Final = timedelta(milliseconds=1)
 
 # Dead-letter reason for a message the hub itself failed on (a bug, not the sender's fault).
 REASON_HUB_ERROR: Final = "hub_error"
+# Dead-letter reason for a message of a vehicle not in the inventory, or retired.
+REASON_UNKNOWN_VEHICLE: Final = "unknown_vehicle"
 # Key of the hub's own notes in `telemetry.extra`, apart from the unit's unknown fields:
 # `position_ts` when the position was carried over from an earlier fix, `sent_ts` when the
 # fix was re-timed to the hub's clock because the unit's clock was in the future.
 HUB_NOTES_KEY: Final = "_hub"
-# Longest exception text kept in a dead letter's detail.
-_DETAIL_LIMIT: Final = 500
 # Parsed topics are cached (a vehicle has three); the cache starts over past this many, so
 # a flood of bogus topics cannot grow it without bound.
 _TOPIC_CACHE_LIMIT: Final = 100_000
@@ -51,18 +59,18 @@ def millis_to_datetime(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
 
 
-def _clean(text: str) -> str:
-    # PostgreSQL text cannot hold NUL; an error may quote one from a hostile payload.
-    return text.replace("\x00", "\\x00")[:_DETAIL_LIMIT]
-
-
 class Intake:
-    """Decodes and filters messages into the current batch; one instance, one thread."""
+    """Decodes and filters messages into the current batch; one caller at a time."""
 
-    def __init__(self, *, root: str, fix_filter: FixFilter, stats: HubStats) -> None:
+    def __init__(
+        self, *, root: str, fix_filter: FixFilter, stats: HubStats, inventory: Container[str]
+    ) -> None:
         self.root = root
         self.fix_filter = fix_filter
         self.stats = stats
+        self.inventory = inventory
+        # A status dated further ahead than a fix may be is not believed (see `_status`).
+        self._max_future = timedelta(milliseconds=fix_filter.config.max_future_ms)
         self._topics: dict[str, Topic] = {}
         # Dispatch on the topic's kind, found by parsing the real topic: paho never matches a
         # `$share/...` filter to a topic, so per-filter callbacks would never fire.
@@ -77,19 +85,58 @@ class Intake:
     def handle(
         self, batch: Batch, topic: str, payload: bytes, *, retained: bool, received_at: datetime
     ) -> None:
-        """Process one message into `batch`; never raises."""
+        """Process one message into `batch` (or hold it there, see `admit`); never raises."""
         batch.messages += 1
+        batch.bytes += len(payload)
         self.stats.messages_received += 1
         try:
             parsed = self._topics.get(topic) or self._parse(topic)
-            handler = self._handlers.get(parsed.kind)
-            if handler is None:
+            if parsed.kind not in self._handlers:
                 raise TopicError(f"the hub does not consume {parsed.kind.value!r} topics")
         except ProtocolError as exc:
             self._dead_letter(
                 batch, topic, payload, reason=exc.code, detail=exc.message, received_at=received_at
             )
             return
+        if parsed.vehicle_id not in self.inventory:
+            batch.held.append(Held(parsed, topic, payload, retained, received_at))
+            return
+        self._dispatch(batch, parsed, topic, payload, retained=retained, received_at=received_at)
+
+    def admit(self, batch: Batch, refusals: Mapping[str, str]) -> None:
+        """Take in the batch's held messages; those of `refusals`' vehicles become dead letters.
+
+        `refusals` maps a vehicle to why it is refused ("not in the inventory", "retired").
+        """
+        held, batch.held = batch.held, []
+        for parsed, topic, payload, retained, received_at in held:
+            why = refusals.get(parsed.vehicle_id)
+            if why is None:
+                self._dispatch(
+                    batch, parsed, topic, payload, retained=retained, received_at=received_at
+                )
+                continue
+            self.stats.unknown_vehicle += 1
+            self._dead_letter(
+                batch,
+                topic,
+                payload,
+                reason=REASON_UNKNOWN_VEHICLE,
+                detail=f"vehicle {parsed.vehicle_id!r}: {why}",
+                received_at=received_at,
+            )
+
+    def _dispatch(  # noqa: PLR0913 - one message's parts
+        self,
+        batch: Batch,
+        parsed: Topic,
+        topic: str,
+        payload: bytes,
+        *,
+        retained: bool,
+        received_at: datetime,
+    ) -> None:
+        handler = self._handlers[parsed.kind]
         try:
             handler(batch, parsed.vehicle_id, topic, payload, retained, received_at)
         except ProtocolError as exc:
@@ -128,9 +175,7 @@ class Intake:
         received_at: datetime,
     ) -> None:
         self.stats.dead_lettered += 1
-        batch.dead_letters.append(
-            DeadLetter(_clean(topic), payload, reason, _clean(detail), received_at)
-        )
+        batch.dead_letters.append(DeadLetter.of(topic, payload, reason, detail, received_at))
 
     def _telemetry(
         self,
@@ -147,17 +192,17 @@ class Intake:
         batch.fixes += len(fixes)
         now_ms = (received_at - EPOCH) // ONE_MS
         check = self.fix_filter.check
-        kept: list[TelemetryRow] = []
+        kept: list[tuple[TelemetryRow, bool]] = []
         for fix in fixes:
             decision = check(vehicle_id, fix, now_ms)
             if decision.reason is not None:
                 counts = stats.kept_for_status if decision.keep else stats.filtered
                 counts[decision.reason] += 1
             if decision.keep:
-                kept.append(_row(vehicle_id, fix, decision))
+                kept.append((_row(vehicle_id, fix, decision), decision.newest))
         first = len(batch.rows)
-        for row in kept:
-            batch.keep_row(row)
+        for row, newest in kept:
+            batch.keep_row(row, newest=newest)
         if kept:
             batch.telemetry_messages.append(
                 TelemetryMessage(topic, payload, received_at, first, len(batch.rows))
@@ -165,11 +210,11 @@ class Intake:
         # Telemetry is the best evidence a vehicle is connected: it clears a silence-offline.
         batch.saw(vehicle_id, received_at, online=True, online_at=received_at)
 
-    def _status(
+    def _status(  # noqa: PLR0913, PLR0917 - the handlers' shared signature
         self,
         batch: Batch,
         vehicle_id: str,
-        _topic: str,
+        topic: str,
         payload: bytes,
         retained: bool,  # noqa: FBT001 - positional by the shared handler signature
         received_at: datetime,
@@ -181,13 +226,25 @@ class Intake:
         # is the better one (protocol section 3). A retained offline seen on subscribing is
         # old news whose only date is that `ts`.
         at = millis_to_datetime(status.ts) if status.online or retained else received_at
+        if at > received_at + self._max_future:
+            # A clock further ahead than the fixes' future filter allows: a live status is
+            # dated when heard; a retained one has no other date, so it says nothing.
+            self.stats.status_future += 1
+            if retained:
+                batch.saw(vehicle_id, received_at)
+                return
+            at = received_at
+        # Evidence is never newer than its arrival: a clock a little ahead must not make
+        # later real evidence (a will, the silence sweep) look older than this.
+        at = min(at, received_at)
+        batch.status_messages.append(StatusMessage(vehicle_id, topic, payload, received_at))
         batch.saw(vehicle_id, received_at, online=status.online, online_at=at)
 
     def _ack(
         self,
         batch: Batch,
         vehicle_id: str,
-        _topic: str,
+        topic: str,
         payload: bytes,
         _retained: bool,  # noqa: FBT001 - positional by the shared handler signature
         received_at: datetime,
@@ -196,7 +253,14 @@ class Intake:
         self.stats.command_acks += 1
         batch.command_acks.append(
             CommandAck(
-                vehicle_id, ack.cmd_id, ack.status.value, ack.reason, ack.locked, received_at
+                vehicle_id,
+                ack.cmd_id,
+                ack.status.value,
+                ack.reason,
+                ack.locked,
+                received_at,
+                topic,
+                payload,
             )
         )
         batch.saw(vehicle_id, received_at)

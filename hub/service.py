@@ -21,24 +21,26 @@ from typing import TYPE_CHECKING, Final, Self
 
 import psycopg
 
-from hub import repository
 from hub.batch import Batcher
 from hub.consumer import MqttConsumer
+from hub.database import connect
 from hub.dispatcher import CommandDispatcher
 from hub.events.actions import NotificationQueue
 from hub.events.pipeline import EventPipeline
 from hub.fanout import LiveFanout
 from hub.filters import FilterConfig, FixFilter
 from hub.intake import EPOCH, Intake
+from hub.inventory import Inventory
+from hub.repository import vehicle_state
 from hub.stats import HubStats
-from hub.writer import CONNECT_TIMEOUT_S, RETRY_CAP_S, RETRY_FIRST_S, Writer
+from hub.writer import RETRY_CAP_S, RETRY_FIRST_S, Writer
 from jobs.producer import create_producer
 from protocol.backoff import Backoff
 from protocol.signing import CommandSigner
 from protocol.topics import TopicFilter, TopicKind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     import paho.mqtt.client as mqtt
@@ -88,8 +90,19 @@ class Hub:
             # Half the broker's window: one batch fills while the previous one commits.
             max_messages=max(1, settings.hub_receive_maximum // 2),
             max_delay_s=settings.hub_batch_max_delay_ms / 1000,
+            max_bytes=settings.hub_batch_max_bytes,
         )
-        self.intake = Intake(root=settings.topic_root, fix_filter=self.fix_filter, stats=self.stats)
+        self.inventory = Inventory(
+            stats=self.stats,
+            reload_s=settings.hub_inventory_reload_s,
+            register_unknown=settings.hub_register_unknown,
+        )
+        self.intake = Intake(
+            root=settings.topic_root,
+            fix_filter=self.fix_filter,
+            stats=self.stats,
+            inventory=self.inventory,
+        )
         # amqtt misroutes `$share/...` filters: subscribe plainly where shares do not exist.
         share = settings.hub_share_group if settings.mqtt_shared_subscriptions else None
         self.consumer = MqttConsumer(
@@ -122,6 +135,9 @@ class Hub:
             silence_timeout_s=settings.hub_silence_timeout_s,
             sweep_interval_s=settings.hub_sweep_interval_s,
             events=self.events,
+            inventory=self.inventory,
+            admit=self._admit,
+            max_future_s=settings.hub_max_future_s,
             on_commit=on_commit,
         )
         self.signer = CommandSigner(settings.signing_key())
@@ -148,8 +164,8 @@ class Hub:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> bool:
-        """Seed the filters from the database, then start consuming. False if stopped first."""
-        if not self._seed_filters():
+        """Seed the filters and inventory from the database, then consume. False if stopped."""
+        if not self._seed():
             return False
         self._started = True
         self.writer.start()
@@ -215,14 +231,15 @@ class Hub:
     ) -> None:
         self.shutdown()
 
-    def _seed_filters(self) -> bool:
-        """Load every stored vehicle state into the filters, waiting for the database."""
+    def _seed(self) -> bool:
+        """Load the inventory and every stored vehicle state, waiting for the database."""
         backoff = Backoff(initial_s=RETRY_FIRST_S, max_s=RETRY_CAP_S)
         url = self.settings.database_url.get_secret_value()
         while not self._stop.is_set():
             try:
-                with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-                    states = repository.load_states(conn)
+                with connect(url, "seed") as conn:
+                    self.inventory.load(conn)
+                    states = vehicle_state.load_states(conn)
                 break
             except psycopg.Error as exc:
                 delay = backoff.next_delay()
@@ -234,12 +251,22 @@ class Hub:
             self.fix_filter.seed(
                 state.vehicle_id,
                 ts=(state.ts - EPOCH) // _ONE_MS,
+                seq=state.seq,
                 status=(state.locked, state.doors_open, state.engine_on, state.alarm),
                 lat=state.lat,
                 lon=state.lon,
             )
-        log.info("filters seeded from %d stored vehicle states", len(states))
+        log.info(
+            "inventory of %d vehicles; filters seeded from %d stored vehicle states",
+            len(self.inventory),
+            len(states),
+        )
         return True
+
+    def _admit(self, batch: Batch, refusals: Mapping[str, str]) -> None:
+        """The writer's hand-back of held messages: intake runs under the producer's lock."""
+        with self.batcher.locked():
+            self.intake.admit(batch, refusals)
 
     # --- the MQTT thread's entry point ---------------------------------------------------
 

@@ -62,6 +62,14 @@ class HubSettings(Settings):
     # ...or when its first message is this old: bounds publish-to-commit latency under light
     # load, and 5 commits a second cost nothing.
     hub_batch_max_delay_ms: int = Field(default=200, ge=1, le=60_000)
+    # ...or when its messages' payloads add up to this many bytes. A full batch of ordinary
+    # fixes (5,000 of 250 to 400 bytes: 1.2 to 2 MB) stays below it, so normal traffic is
+    # never split, and a flood of large messages (up to the broker's 1 MiB each) is cut into
+    # batches a few messages long. The hub holds at most two batches of twice this (16 MiB
+    # of payload); decoded JSON takes up to 25 times its size in Python objects at worst
+    # (arrays of empty objects, measured), so memory stays within a few hundred MB whatever
+    # the units send, and within tens of MB for junk (dead letters keep 256 KiB each).
+    hub_batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=65_536, le=256 * 1024 * 1024)
     # Unacknowledged messages the broker may send ahead: MQTT 5 Receive Maximum, and with
     # MQTT 3.1.1 it must equal the broker's max_inflight_messages. Two batches' worth, so one
     # batch fills while the previous one commits. The broker stops sending at this limit,
@@ -77,6 +85,16 @@ class HubSettings(Settings):
     # Faster than this between two fixes is a GPS glitch, not a car (motorway speeds plus
     # a wide margin).
     hub_max_speed_kmh: float = Field(default=250.0, gt=0)
+
+    # Telemetry of vehicles not in `vehicles` (or retired) is dead-lettered, nothing stored
+    # (hub/inventory.py). For trials, a hub may instead register an unknown vehicle on its
+    # first message, like Traccar's `database.registerUnknown`; never in a real fleet, where
+    # anyone able to publish could then add cars.
+    hub_register_unknown: bool = False
+    """FREECAR_HUB_REGISTER_UNKNOWN: insert unknown vehicles into `vehicles` (off by default)."""
+    # The inventory follows NOTIFYs; a full reload this often catches one that went unheard
+    # (only possible while the writer's connection was down, and then it reloads anyway).
+    hub_inventory_reload_s: float = Field(default=300.0, gt=0)
 
     # A vehicle silent this long is marked offline; units report at least every minute
     # while parked, so five minutes is several missed reports, not a slow network.

@@ -31,6 +31,10 @@ class HubStats:
     command_acks: int = 0
     dead_lettered: int = 0
     handler_errors: int = 0
+    unknown_vehicle: int = 0
+    """Messages of vehicles not in the inventory, or retired: dead-lettered, nothing stored."""
+    status_future: int = 0
+    """Status messages dated further ahead than the future filter allows: dated on arrival."""
     filtered: dict[Reason, int] = field(default_factory=_by_reason)
     """Fixes dropped, by the filter that dropped them."""
     kept_for_status: dict[Reason, int] = field(default_factory=_by_reason)
@@ -48,6 +52,9 @@ class HubStats:
     duplicates_in_database: int = 0
     """Kept fixes the database already had (ON CONFLICT DO NOTHING): redeliveries, replays."""
     refused_by_database: int = 0
+    """Messages whose values the database refused: dead-lettered, the rest committed."""
+    hub_errors: int = 0
+    """Messages a batch step failed on for a bug of the hub: dead-lettered (`hub_error`)."""
     database_errors: int = 0
     flush_seconds_total: float = 0.0
     flush_seconds_max: float = 0.0
@@ -57,6 +64,10 @@ class HubStats:
     live_errors: int = 0
     commands_confirmed: int = 0
     events_raised: int = 0
+    detection_errors: int = 0
+    """Failures of event detection (loading, a batch, a vehicle): logged, ingest went on."""
+    vehicles_registered: int = 0
+    """Unknown vehicles inserted into the inventory (FREECAR_HUB_REGISTER_UNKNOWN)."""
     state_reloads: int = 0
     """Vehicles whose event state another hub had moved on, reloaded before a batch."""
 
@@ -97,10 +108,13 @@ class HubStats:
         return (
             f"received {self.messages_received} msgs / {self.fixes_received} fixes; "
             f"stored {self.fixes_stored}; duplicates {self.duplicates}; "
-            f"filtered {filtered}; dead-lettered {self.dead_lettered}; "
+            f"filtered {filtered}; dead-lettered {self.dead_lettered} "
+            f"(unknown vehicle {self.unknown_vehicle}, refused by the database "
+            f"{self.refused_by_database}, hub errors {self.hub_errors}); "
             f"batches {self.batches} (flush mean {mean_ms:.1f} ms, "
             f"max {1000 * self.flush_seconds_max:.1f} ms); acked {self.messages_acked}; "
-            f"database errors {self.database_errors}; live {self.live_published}; "
+            f"database errors {self.database_errors}; "
+            f"detection errors {self.detection_errors}; live {self.live_published}; "
             f"commands sent {self.commands_sent}, confirmed {self.commands_confirmed}, "
             f"expired {self.commands_expired}"
         )

@@ -1,15 +1,21 @@
 """The unit of work: one transaction per batch, then acks, then live fan-out.
 
-The writer thread takes batches from the `Batcher` in order and, for each, runs one
-transaction (fixes, dead letters, vehicle states, command acks and confirmations). Only
-after the commit does it acknowledge the batch's messages to the broker and fan the new
-states out.
+The writer thread takes batches from the `Batcher` in order. First it settles the batch's
+held messages (vehicles the hub did not know: `hub.inventory`), then it runs the batch's
+steps (`hub.steps.BATCH_STEPS`) in one transaction. Only after the commit does it
+acknowledge the batch's messages to the broker and fan the new states out.
 
-When the database is unreachable the batch is kept and retried with a capped, jittered
-backoff; nothing is acknowledged meanwhile, so the broker stops sending once its window of
-unacknowledged messages is full (see `hub.batch`). If the database refuses a batch's data
-(say, a string jsonb cannot hold), the batch is written again message by message, the
-refused messages become dead letters, and ingest goes on.
+No message can stop ingest, and nothing is retried forever for the wrong reason:
+
+- The database is unreachable (an outage, `hub.database.is_outage`): the batch is kept and
+  retried with a capped, jittered backoff; nothing is acknowledged meanwhile, so the broker
+  stops sending once its window of unacknowledged messages is full (see `hub.batch`).
+- The database refuses a batch's data: the batch is written again isolating (message by
+  message where a step fails); refused messages become dead letters and the rest commits.
+- Anything else (a bug of the hub): the batch is tried `BUG_ATTEMPTS` times as it is, then
+  isolating, where the messages a step fails on become `hub_error` dead letters; if even
+  that fails `BUG_ATTEMPTS` times, every message of the batch is dead-lettered
+  (`hub_error`) in a transaction of its own. Each failure is logged and counted.
 
 Status events (hub/events) are found and stored in the same transaction and fanned out
 after the commit. The writer also runs the silence sweep, since it owns the database
@@ -21,23 +27,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from datetime import timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final
 
-import psycopg
-
-from hub import repository
+from hub import steps
 from hub.batch import DeadLetter
+from hub.database import CONNECT_TIMEOUT_S, DATA_ERRORS, connect, is_outage
+from hub.intake import REASON_HUB_ERROR
+from hub.repository import telemetry
+from hub.steps import BATCH_STEPS, SWEEP_STEPS, Work
 from protocol.backoff import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from db.telemetry import TelemetryRow
+    import psycopg
+
     from hub.batch import Batch, Batcher
     from hub.consumer import Delivery
     from hub.events.pipeline import EventPipeline
     from hub.fanout import LiveFanout
-    from hub.repository import CommandOutcome, LiveState
+    from hub.inventory import Inventory
     from hub.stats import HubStats
 
 log = logging.getLogger(__name__)
@@ -48,33 +59,18 @@ RETRY_FIRST_S: Final = 0.2
 RETRY_CAP_S: Final = 10.0
 # How long the writer waits for a batch before doing its periodic work (sweep, fan-out).
 TICK_S: Final = 0.1
-# Fail fast on a dead server instead of hanging a batch: connect within 5 s, and TCP
-# keepalives notice a vanished server after about 10 + 3 x 5 = 25 s of silence.
-CONNECT_TIMEOUT_S: Final = 5
-KEEPALIVE_IDLE_S: Final = 10
-KEEPALIVE_INTERVAL_S: Final = 5
-KEEPALIVE_COUNT: Final = 3
-# Dead-letter reason for a message whose rows the database refused.
-REASON_REFUSED_BY_DATABASE: Final = "refused_by_database"
-
-# Errors caused by a batch's data, not by the server's state: retrying cannot help.
-DATA_ERRORS: Final = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+# Tries of a batch that fails on a bug before the next way of writing it: a second and a
+# third try see past a fault of the moment (a connection in a bad state, memory running
+# short); a bug that fails three times in a row fails every time.
+BUG_ATTEMPTS: Final = 3
 
 
-class Written(NamedTuple):
-    """What one batch's transaction did."""
+class _Mode(Enum):
+    """How the writer writes a batch: as a whole, then isolating, then only dead letters."""
 
-    inserted: int
-    """Fixes that were new to the database."""
-    states: list[LiveState]
-    """The vehicle states it touched, to fan out."""
-    confirmed: int
-    """Commands it confirmed."""
-
-
-def batch_vehicles(batch: Batch) -> set[str]:
-    """The vehicles whose state a batch moves: those it has fixes or presence news of."""
-    return {*(row.vehicle_id for row in batch.rows), *batch.presence}
+    WHOLE = "whole"
+    ISOLATING = "isolating"
+    DEAD_LETTERS = "dead letters"
 
 
 class Writer:
@@ -91,10 +87,16 @@ class Writer:
         silence_timeout_s: float,
         sweep_interval_s: float,
         events: EventPipeline,
+        inventory: Inventory,
+        admit: Callable[[Batch, Mapping[str, str]], None],
+        max_future_s: float,
         on_commit: Callable[[Batch, float], None] | None = None,
     ) -> None:
         self._database_url = database_url
         self._events = events
+        self._inventory = inventory
+        self._admit = admit
+        self._allowance = timedelta(seconds=max_future_s)
         self._batcher = batcher
         self._ack = ack
         self._fanout = fanout
@@ -143,19 +145,11 @@ class Writer:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(
-                self._database_url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                application_name="freecar-hub",
-                keepalives=1,
-                keepalives_idle=KEEPALIVE_IDLE_S,
-                keepalives_interval=KEEPALIVE_INTERVAL_S,
-                keepalives_count=KEEPALIVE_COUNT,
-            )
+            conn = connect(self._database_url, "writer")
             try:
                 self._events.listen(conn)
-            except psycopg.Error:
+                self._inventory.listen(conn)
+            except BaseException:
                 conn.close()
                 raise
             self._conn = conn
@@ -169,19 +163,20 @@ class Writer:
     def _commit(self, batch: Batch) -> bool:
         """Write the batch until it commits (or the shutdown grace runs out); then ack it."""
         started = time.monotonic()
-        written = self._write_until_committed(batch)
-        if written is None:
+        work = self._write_until_committed(batch)
+        if work is None:
             return False
-        inserted, states, confirmed = written
         stats = self._stats
-        stats.fixes_stored += inserted
-        stats.duplicates_in_database += len(batch.rows) - inserted
-        stats.commands_confirmed += confirmed
+        stats.fixes_stored += work.inserted
+        stats.duplicates_in_database += len(work.rows) - work.inserted
+        stats.commands_confirmed += work.confirmed
+        stats.refused_by_database += work.refused
+        stats.hub_errors += work.failed
         stats.record_flush(time.monotonic() - started)
         self._ack(batch.deliveries)
         try:
             self._events.published()
-            self._fanout.offer(states)
+            self._fanout.offer(work.states)
             if self._on_commit is not None:
                 self._on_commit(batch, time.time())
         except Exception:
@@ -189,42 +184,70 @@ class Writer:
             log.exception("after-commit work failed")
         return True
 
-    def _write_until_committed(self, batch: Batch) -> Written | None:
+    def _write_until_committed(self, batch: Batch) -> Work | None:
         """What the batch's transaction did, once committed; None if the grace ran out."""
         backoff = Backoff(initial_s=RETRY_FIRST_S, max_s=RETRY_CAP_S)
-        isolate = False
+        mode = _Mode.WHOLE
+        failures = 0  # in this mode, for anything but an outage
         while True:
             try:
-                conn = self._connection()
-                if isolate:
-                    return self._write_isolated(conn, batch)
-                return self._write(conn, batch)
-            except DATA_ERRORS as exc:
-                if not isolate:
-                    # The data, not the server: write message by message to find the culprit.
-                    log.warning("database refused a batch (%s); isolating the message", exc)
-                    isolate = True
-                    self._events.rolled_back()
+                return self._write(batch, mode)
+            except Exception as exc:  # noqa: BLE001 - every failure is sorted out below
+                error = exc
+            self._events.rolled_back()
+            if is_outage(error):
+                self._stats.database_errors += 1
+                self._drop_connection()
+            elif mode is _Mode.WHOLE and isinstance(error, DATA_ERRORS):
+                # The data, not the server: write message by message to find the culprit.
+                log.warning("database refused a batch (%s); isolating the messages", error)
+                mode = _Mode.ISOLATING
+                continue
+            else:
+                failures += 1
+                log.error("writing a batch (%s) failed", mode.value, exc_info=error)
+                if failures >= BUG_ATTEMPTS and mode is not _Mode.DEAD_LETTERS:
+                    mode = _Mode.ISOLATING if mode is _Mode.WHOLE else _Mode.DEAD_LETTERS
+                    failures = 0
+                    backoff.reset()
+                    log.error("writing the batch %s from now on", mode.value)
                     continue
-                # Refused outside the telemetry rows: nothing to single out. Keep the batch,
-                # say so loudly, and retry like any other failure.
-                log.exception("database refused a batch even message by message")
-                error: Exception = exc
-            except psycopg.Error as exc:
-                error = exc
-            except Exception as exc:
-                # A bug, not the database. Keeping the batch (unacknowledged) and retrying
-                # is the only way not to lose it; the log says what is wrong.
-                log.exception("writing a batch failed")
-                error = exc
             if not self._pause_after(error, batch, backoff):
                 return None
 
+    def _write(self, batch: Batch, mode: _Mode) -> Work:
+        conn = self._connection()
+        if mode is _Mode.DEAD_LETTERS:
+            return self._dead_letter_all(conn, batch)
+        self._inventory.refresh(conn)
+        if batch.held:
+            refusals = self._inventory.settle(conn, batch.held)
+            self._admit(batch, refusals)  # empties batch.held: done once per batch
+        work = Work.of_batch(batch, self._events, self._allowance)
+        return steps.run(conn, BATCH_STEPS, work, isolate=mode is _Mode.ISOLATING)
+
+    def _dead_letter_all(self, conn: psycopg.Connection[Any], batch: Batch) -> Work:
+        """The last resort for a batch the hub cannot write: every message a dead letter."""
+        work = Work(self._events, self._allowance, batch=batch)
+        detail = "the hub could not write this message's batch; see the hub's log"
+        letters = [
+            *batch.dead_letters,
+            *(DeadLetter.of(m.topic, m.payload, REASON_HUB_ERROR, detail, m.received_at)
+              for m in batch.telemetry_messages),
+            *(DeadLetter.of(m.topic, m.payload, REASON_HUB_ERROR, detail, m.received_at)
+              for m in batch.status_messages),
+            *(DeadLetter.of(a.topic, a.payload, REASON_HUB_ERROR, detail, a.received_at)
+              for a in batch.command_acks),
+            *(DeadLetter.of(h.raw_topic, h.payload, REASON_HUB_ERROR, detail, h.received_at)
+              for h in batch.held),
+        ]  # fmt: skip
+        with conn.transaction():
+            telemetry.store_dead_letters(conn, letters)
+        work.failed = len(letters) - len(batch.dead_letters)
+        return work
+
     def _pause_after(self, error: Exception, batch: Batch, backoff: Backoff) -> bool:
         """Wait before the next attempt; False when the shutdown grace would run out first."""
-        self._stats.database_errors += 1
-        self._events.rolled_back()
-        self._drop_connection()
         delay = backoff.next_delay()
         if self._give_up_at is not None and time.monotonic() + delay > self._give_up_at:
             log.error(
@@ -234,7 +257,7 @@ class Writer:
             )
             return False
         log.warning(
-            "database write failed (%s); batch of %d messages kept, retry in %.1fs",
+            "writing a batch failed (%s); batch of %d messages kept, retry in %.1fs",
             error,
             batch.messages,
             delay,
@@ -243,86 +266,24 @@ class Writer:
         self._wake.clear()
         return True
 
-    def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> Written:
-        with conn.transaction():
-            self._events.prepare(conn, batch_vehicles(batch))
-            self._events.hold_parked(batch.rows, batch.latest)
-            inserted = repository.store_telemetry(conn, batch.rows) if batch.rows else 0
-            repository.store_dead_letters(conn, batch.dead_letters)
-            states = repository.advance_states(conn, batch.latest, batch.presence)
-            confirmed, outcomes = self._settle_commands(conn, batch, batch.latest)
-            self._events.detect(conn, rows=batch.rows, states=states, outcomes=outcomes)
-        return Written(inserted, states, confirmed)
-
-    def _write_isolated(self, conn: psycopg.Connection[Any], batch: Batch) -> Written:
-        """Write message by message (a savepoint each); refused messages become dead letters."""
-        inserted = 0
-        refused: list[DeadLetter] = []
-        latest: dict[str, TelemetryRow] = {}
-        accepted: list[TelemetryRow] = []
-        with conn.transaction():
-            self._events.prepare(conn, batch_vehicles(batch))
-            self._events.hold_parked(batch.rows, batch.latest)
-            for message in batch.telemetry_messages:
-                rows = batch.rows[message.first_row : message.end_row]
-                try:
-                    with conn.transaction():
-                        inserted += repository.store_telemetry(conn, rows)
-                except DATA_ERRORS as exc:
-                    detail = str(exc).replace("\x00", "\\x00")
-                    refused.append(
-                        DeadLetter(
-                            message.topic,
-                            message.payload,
-                            REASON_REFUSED_BY_DATABASE,
-                            detail,
-                            message.received_at,
-                        )
-                    )
-                    continue
-                accepted += rows
-                for row in rows:
-                    newest = latest.get(row.vehicle_id)
-                    if newest is None or row.ts > newest.ts:
-                        latest[row.vehicle_id] = row
-            repository.store_dead_letters(conn, [*batch.dead_letters, *refused])
-            states = repository.advance_states(conn, latest, batch.presence)
-            confirmed, outcomes = self._settle_commands(conn, batch, latest)
-            self._events.detect(conn, rows=accepted, states=states, outcomes=outcomes)
-        self._stats.refused_by_database += len(refused)
-        return Written(inserted, states, confirmed)
-
-    def _settle_commands(
-        self, conn: psycopg.Connection[Any], batch: Batch, latest: Mapping[str, TelemetryRow]
-    ) -> tuple[int, list[CommandOutcome]]:
-        """Record the batch's command acks, then confirm what the new states bear out.
-
-        Returns how many commands were confirmed, and the outcomes the acks recorded.
-        """
-        outcomes = repository.record_command_acks(conn, batch.command_acks)
-        # Only vehicles this batch heard from can have a newly acked command or a new state.
-        vehicles = {*latest, *(ack.vehicle_id for ack in batch.command_acks)}
-        return repository.confirm_commands(conn, vehicles), outcomes
-
     def _sweep(self) -> None:
         """Mark silent vehicles offline; skipped (and retried next time) if the database is away."""
         self._next_sweep = time.monotonic() + self._sweep_interval_s
+        work = Work(self._events, self._allowance, silence_timeout_s=self._silence_timeout_s)
         try:
             conn = self._connection()
-            with conn.transaction():
-                silent = repository.silent_vehicles(conn, self._silence_timeout_s)
-                self._events.prepare(conn, silent)
-                offline = repository.mark_offline(conn, silent, self._silence_timeout_s)
-                self._events.detect(conn, rows=(), states=offline)
-                self._events.refresh(conn)
-        except psycopg.Error as exc:
-            self._stats.database_errors += 1
+            self._inventory.refresh(conn)
+            steps.run(conn, SWEEP_STEPS, work)
+        except Exception as exc:
             self._events.rolled_back()
+            if not is_outage(exc):
+                raise  # logged by the caller; the next sweep tries again
+            self._stats.database_errors += 1
             self._drop_connection()
             log.warning("silence sweep skipped: %s", exc)
             return
         self._events.published()
-        if offline:
-            log.info("marked %d silent vehicles offline", len(offline))
-            self._stats.marked_offline += len(offline)
-            self._fanout.offer(offline)
+        if work.states:
+            log.info("marked %d silent vehicles offline", len(work.states))
+            self._stats.marked_offline += len(work.states)
+            self._fanout.offer(work.states)

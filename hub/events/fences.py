@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
+    from db.geofences.model import VehiclePosition
     from db.telemetry import TelemetryRow
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,20 @@ class FenceEvents:
             self.engine.reload(load_active_geofences(conn))
             log.info("geofences reloaded: %d active", self.engine.index.size)
 
-    def reload_vehicles(self, conn: psycopg.Connection[Any], vehicle_ids: Sequence[str]) -> None:
-        """Take these vehicles' state and last positions as stored (another hub moved them)."""
+    def restore_vehicles(
+        self,
+        conn: psycopg.Connection[Any],
+        vehicle_ids: Sequence[str],
+        positions: Sequence[VehiclePosition],
+    ) -> None:
+        """Take these vehicles' fence states as stored, resuming from `positions`.
+
+        For vehicles another hub moved on, or whose detection failed in this transaction:
+        `positions` are their newest fixes before this batch (read before it moved
+        `vehicle_state`), where segment crossing resumes.
+        """
         self.engine.replace_vehicles(
-            vehicle_ids,
-            load_geofence_states(conn, vehicle_ids),
-            load_last_positions(conn, vehicle_ids),
+            vehicle_ids, load_geofence_states(conn, vehicle_ids), positions
         )
 
     def evaluate(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
 import psycopg
 import redis
-from geofence_testing import at, circle, square
+from geofence_testing import LAT0, LON0, at, circle, square
 from hub_testing import (
+    WAIT_S,
     hub_settings,
     make_fix,
     now_ms,
+    query_rows,
     running_hub,
     seed_vehicles,
     wait_until,
@@ -212,3 +215,67 @@ def test_geofence_events_through_the_hub_once_across_a_restart_and_a_fence_chang
             ).fetchall()
         ]
     assert fences == [area, area, zone]
+
+
+def test_one_fix_entering_two_fences_gives_each_event_its_own_fence_and_rule(
+    devstack: DevStack,
+    migrated_database_url: str,
+    redis_url: str,
+    mqtt_topic_root: str,
+    publisher: Callable[..., Publisher],
+) -> None:
+    url, root = migrated_database_url, mqtt_topic_root
+    car = f"{root}-car"
+    seed_vehicles(url, [car])
+    # Two fences over the same spot, each with its own rule for entering it; away from the
+    # other tests' fences (this module's database is shared).
+    here = {"lat0": LAT0 + 1.0, "lon0": LON0}
+    outer = add_fence(url, square(0, 500, kind="parking_zone", **here))
+    inner = add_fence(url, circle(0, 200, kind="parking_zone", **here))
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO event_rules (kind, geofence_id, channels, command)"
+            " VALUES ('geofence_enter', %s, '{}', 'honk'), ('geofence_enter', %s, '{}', 'locate')",
+            (outer, inner),
+        )
+    settings = hub_settings(devstack, database_url=url, redis_url=redis_url, root=root)
+    listener = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(LIVE_CHANNEL)
+    with running_hub(settings):
+        pub = publisher(devstack.info.mqtt_url)
+        # The car's first fix, inside both: one fix, two enters, one timestamp.
+        lat, lon = at(0.0, 0.0, **here)
+        fix = make_fix(1, now_ms() - 1000, lat=lat, lon=lon, locked=False)
+        pub.publish(Topic.telemetry(car, root=root).value, encode_telemetry(fix))
+        pub.flush()
+        wait_until(
+            lambda: (
+                len(query_rows(url, "SELECT 1 FROM vehicle_commands WHERE vehicle_id = %s", car))
+                >= 2
+            ),
+            what="both rules' commands",
+        )
+    enters = query_rows(
+        url,
+        "SELECT id, geofence_id FROM events WHERE vehicle_id = %s AND kind = 'geofence_enter'",
+        car,
+    )
+    assert sorted(fence for _, fence in enters) == sorted([outer, inner])
+    commanded = query_rows(
+        url, "SELECT correlation_id, action FROM vehicle_commands WHERE vehicle_id = %s", car
+    )
+    action_of_fence = {outer: "honk", inner: "locate"}
+    assert sorted(commanded) == sorted(
+        (f"event:{event_id}", action_of_fence[fence]) for event_id, fence in enters
+    )
+    # The live channel names each event with its own fence.
+    live: dict[int, int] = {}
+    deadline = time.monotonic() + WAIT_S
+    while len(live) < 2 and time.monotonic() < deadline:
+        message = listener.get_message(timeout=1.0)
+        if message is not None:
+            body = json.loads(message["data"])
+            if body.get("type") == "event" and body["kind"] == "geofence_enter":
+                live[body["id"]] = body["geofence_id"]
+    listener.close()
+    assert live == dict(enters)

@@ -14,6 +14,7 @@ from hub_testing import (
     make_fix,
     now_ms,
     running_hub,
+    seed_vehicles,
     telemetry_count,
     wait_until,
 )
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
     from hub.settings import HubSettings
 
 CARS = 20
+
+
+def seed_cars(database_url: str, root: str) -> None:
+    """Put the cars a `Stream` publishes for in the inventory."""
+    seed_vehicles(database_url, [f"{root}-c{i}" for i in range(CARS)])
 
 
 class Stream:
@@ -89,6 +95,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(  # noqa: P
         # away, but not those it had received and not acknowledged (MQTT requires both).
         pytest.skip("amqtt does not resend unacknowledged messages when a session resumes")
     root = mqtt_topic_root
+    seed_cars(migrated_database_url, root)
     settings = hub_settings(
         stack, database_url=migrated_database_url, redis_url=redis_url, root=root
     )
@@ -119,6 +126,7 @@ def test_database_restart_mid_stream_loses_nothing(
     publisher: Callable[..., Publisher],
 ) -> None:
     root = mqtt_topic_root
+    seed_cars(migrated_database_url, root)
     # Small batches and window, to see the bound hold.
     window = 400
     settings = hub_settings(
@@ -172,6 +180,7 @@ def test_broker_restart_mid_stream_loses_nothing(
     if devstack.info.mqtt_broker != "mosquitto":
         pytest.skip("amqtt forgets sessions and queued messages when it restarts")
     root = mqtt_topic_root
+    seed_cars(migrated_database_url, root)
     settings = hub_settings(
         devstack, database_url=migrated_database_url, redis_url=redis_url, root=root
     )
@@ -202,6 +211,7 @@ def test_two_hub_processes_store_each_fix_once(  # noqa: PLR0917 - fixtures
     if not devstack.info.mqtt_shared_subscriptions:
         pytest.skip("amqtt has no shared subscriptions: two hubs would each get everything")
     root = mqtt_topic_root
+    seed_cars(migrated_database_url, root)
     hubs = [
         hub_process(
             hub_settings(

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from hub.fanout import LIVE_CHANNEL, LiveFanout
-from hub.repository import LiveState
+from hub.repository.vehicle_state import LiveState
 from hub.stats import HubStats
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

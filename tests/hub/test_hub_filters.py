@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.filters import Decision, FilterConfig, FixFilter, Reason, distance_m
+from hub.ordering import is_newer
 from protocol.telemetry import Telemetry
 
 NOW = 1_750_000_000_000
@@ -148,7 +149,7 @@ def test_status_only_fixes_are_kept_at_the_last_known_position() -> None:
 
 def test_seeded_state_is_the_starting_point() -> None:
     f = FixFilter()
-    f.seed(CAR, ts=NOW, status=(True, False, False, None), lat=31.0, lon=121.0)
+    f.seed(CAR, ts=NOW, seq=None, status=(True, False, False, None), lat=31.0, lon=121.0)
     # Same status, 100 km away a second later: a jump.
     assert f.check(CAR, fix(NOW + 1000, locked=True, engine_on=False), NOW).reason is (
         Reason.IMPOSSIBLE_JUMP
@@ -239,13 +240,24 @@ def test_the_newest_time_and_status_only_move_forward(
     stream: list[tuple[int, tuple[float | None, float | None], dict[str, Any], float | None]],
 ) -> None:
     f = FixFilter()
-    newest = 0
+    newest: tuple[int, int] | None = None
     for offset, (lat, lon), status, accuracy in stream:
-        decision = f.check(
-            CAR, fix(NOW + offset, lat=lat, lon=lon, accuracy_m=accuracy, **status), NOW
+        candidate = fix(NOW + offset, lat=lat, lon=lon, accuracy_m=accuracy, **status)
+        decision = f.check(CAR, candidate, NOW)
+        # The track follows the newest kept fix by the ordering rule (seq, then clock).
+        moves = decision.keep and (
+            newest is None
+            or is_newer(
+                candidate.seq,
+                decision.ts,
+                than_seq=newest[0],
+                than_ts=newest[1],
+                allowance=f.config.max_future_ms,
+            )
         )
-        if decision.keep:
-            newest = max(newest, decision.ts)
+        assert decision.newest == moves
+        if moves:
+            newest = (candidate.seq, decision.ts)
         track = f.track(CAR)
         assert track is not None
-        assert track.last_ts == newest
+        assert newest is None or (track.last_seq, track.last_ts) == newest

@@ -70,6 +70,7 @@ def test_duplicates_and_replays_give_exactly_the_unique_rows(
         any_stack, database_url=migrated_database_url, redis_url=redis_url, root=root
     )
     cars = [f"{root}-c{i}" for i in range(10)]
+    seed_vehicles(migrated_database_url, cars)
     start = now_ms() - 60_000
     fixes = {car: [make_fix(s, start + s * 100) for s in range(30)] for car in cars}
     with running_hub(settings) as hub:
@@ -107,6 +108,7 @@ def test_malformed_payloads_are_dead_lettered_and_ingest_goes_on(
         any_stack, database_url=migrated_database_url, redis_url=redis_url, root=root
     )
     car = f"{root}-car"
+    seed_vehicles(migrated_database_url, [car])
     topic = Topic.telemetry(car, root=root).value
     bad = [
         (topic, b"not json"),
@@ -350,6 +352,7 @@ def test_a_message_the_database_refuses_is_dead_lettered_alone(
 ) -> None:
     root = mqtt_topic_root
     car = f"{root}-car"
+    seed_vehicles(migrated_database_url, [car])
     settings = hub_settings(
         devstack,
         database_url=migrated_database_url,

@@ -20,9 +20,16 @@ RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NOW = int(RECEIVED.timestamp() * 1000)
 
 
+class Everyone:
+    """An inventory that knows every vehicle."""
+
+    def __contains__(self, vehicle_id: object) -> bool:
+        return True
+
+
 @pytest.fixture
 def intake() -> Intake:
-    return Intake(root="fleet", fix_filter=FixFilter(), stats=HubStats())
+    return Intake(root="fleet", fix_filter=FixFilter(), stats=HubStats(), inventory=Everyone())
 
 
 def handle(
@@ -175,3 +182,46 @@ def test_millis_convert_exactly() -> None:
     assert millis_to_datetime(1_750_000_000_123) == datetime(
         2025, 6, 15, 15, 6, 40, tzinfo=UTC
     ) + timedelta(milliseconds=123)
+
+
+def test_messages_of_vehicles_not_in_the_inventory_are_held_then_settled() -> None:
+    intake = Intake(root="fleet", fix_filter=FixFilter(), stats=HubStats(), inventory={"car-1"})
+    batch = Batch()
+    fix = encode_telemetry(make_fix(1, NOW - 1000))
+    for car in ("car-1", "car-2", "car-3", "car-4"):
+        handle(intake, batch, f"fleet/{car}/telemetry", fix)
+    # Only the known car's fix went through the filters; the others wait, as they came.
+    assert [row.vehicle_id for row in batch.rows] == ["car-1"]
+    assert [held.topic.vehicle_id for held in batch.held] == ["car-2", "car-3", "car-4"]
+    assert intake.fix_filter.track("car-2") is None
+    assert batch.bytes == 4 * len(fix)
+    # The writer asked the database: car-2 was just added, car-3 is retired, car-4 unknown.
+    intake.admit(batch, {"car-3": "retired", "car-4": "not in the inventory"})
+    assert batch.held == []
+    assert [row.vehicle_id for row in batch.rows] == ["car-1", "car-2"]
+    assert [(d.topic, d.reason, d.detail) for d in batch.dead_letters] == [
+        ("fleet/car-3/telemetry", "unknown_vehicle", "vehicle 'car-3': retired"),
+        ("fleet/car-4/telemetry", "unknown_vehicle", "vehicle 'car-4': not in the inventory"),
+    ]
+    assert intake.stats.unknown_vehicle == 2
+    assert intake.stats.messages_received == 4
+
+
+def test_a_status_is_never_dated_after_its_arrival(intake: Intake) -> None:
+    batch = Batch()
+    # A little ahead, inside the future bound: dated on arrival.
+    handle(intake, batch, "fleet/car-1/status", online_payload(NOW + 60_000))
+    assert batch.presence["car-1"].online_at == RECEIVED
+    # A year ahead, live: dated on arrival, and counted.
+    handle(intake, batch, "fleet/car-2/status", online_payload(NOW + 365 * 86_400_000))
+    assert batch.presence["car-2"].online_at == RECEIVED
+    # A year ahead and retained: no date to trust, no evidence.
+    handle(
+        intake,
+        batch,
+        "fleet/car-3/status",
+        last_will_payload(NOW + 365 * 86_400_000),
+        retained=True,
+    )
+    assert batch.presence["car-3"].online is None
+    assert intake.stats.status_future == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pytest
 from geofence_testing import circle
@@ -19,6 +19,7 @@ from hub.events.pipeline import EventPipeline
 from hub.geofences import GeofenceEngine
 from hub.parking import Outcome, Parking, ParkingConfig, Sighting, observe, parked_at
 from hub.stats import HubStats
+from hub.steps import BATCH_STEPS, Work
 
 T0: Final = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 LAT: Final = 31.2304
@@ -460,14 +461,16 @@ def test_the_parking_state_is_saved_with_the_conditions_and_restored() -> None:
     assert (old.low_fuel, old.parking) == (True, None)
 
 
-def test_the_pipeline_holds_a_batch_in_place_and_its_newest_rows_with_it() -> None:
-    # No Redis is contacted: the pipeline connects only to publish.
+def test_the_hold_step_rewrites_a_batch_in_place_and_its_newest_rows_with_it() -> None:
+    # No Redis is contacted: the pipeline connects only to publish; the step needs no database.
     pipeline = EventPipeline("redis://127.0.0.1:9", stats=HubStats())
     rows = [row(0), row(5, 80.0, speed_kmh=45.0), row(3, 0.0, vehicle_id="car-2", engine_on=True)]
-    latest = {"car-1": rows[1], "car-2": rows[2]}
     batch_rows = list(rows)
-    pipeline.hold_parked(batch_rows, latest)
+    work = Work(pipeline, timedelta(minutes=5), rows=batch_rows, latest={"car-1": rows[1]})
+    hold = next(step for step in BATCH_STEPS if step.name == "hold_parked")
+    hold.run(cast("Any", None), work)
+    assert work.rows is batch_rows  # in place: the batch's messages index rows by position
     assert [(r.lat, r.speed_kmh) for r in batch_rows[:2]] == [(LAT, 0.0), (LAT, 0.0)]
     assert batch_rows[2] is rows[2]  # driven: untouched
-    assert latest == {"car-1": batch_rows[1], "car-2": rows[2]}
+    assert work.latest == {"car-1": batch_rows[1], "car-2": rows[2]}
     pipeline.close()

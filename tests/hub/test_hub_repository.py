@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +12,8 @@ import pytest
 from hub_testing import seed_vehicles
 
 from db.telemetry import TelemetryRow
-from hub import repository
 from hub.batch import Batch, CommandAck, DeadLetter
+from hub.repository import commands, telemetry, vehicle_state
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
@@ -40,19 +41,25 @@ def row(vehicle: str, second: int, **changes: Any) -> TelemetryRow:
     return TelemetryRow(**fields)
 
 
-def apply(url: str, batch: Batch) -> list[repository.LiveState]:
+# The hub's default future bound (FREECAR_HUB_MAX_FUTURE_S), which orders fixes.
+ALLOWANCE = timedelta(minutes=5)
+
+
+def apply(url: str, batch: Batch) -> list[vehicle_state.LiveState]:
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        repository.store_telemetry(conn, batch.rows)
-        repository.store_dead_letters(conn, batch.dead_letters)
-        states = repository.advance_states(conn, batch.latest, batch.presence)
-        repository.record_command_acks(conn, batch.command_acks)
+        telemetry.store_telemetry(conn, batch.rows)
+        telemetry.store_dead_letters(conn, batch.dead_letters)
+        states = vehicle_state.advance_states(
+            conn, batch.latest, batch.presence, allowance=ALLOWANCE
+        )
+        commands.record_command_acks(conn, batch.command_acks)
     return states
 
 
 def batch_of(*rows: TelemetryRow, seen_at: datetime | None = None) -> Batch:
     batch = Batch()
     for item in rows:
-        batch.keep_row(item)
+        batch.keep_row(item, newest=True)
         at = seen_at or item.ts
         batch.saw(item.vehicle_id, at, online=True, online_at=at)
     return batch
@@ -135,33 +142,35 @@ def test_silent_vehicles_are_marked_offline(migrated_database_url: str, car: str
     url = migrated_database_url
     apply(url, batch_of(row(car, 1), seen_at=datetime.now(UTC) - timedelta(minutes=10)))
     with psycopg.connect(url, autocommit=True) as conn:
-        assert car not in repository.silent_vehicles(conn, 3600)
-        assert car in repository.silent_vehicles(conn, 300)
+        assert car not in vehicle_state.silent_vehicles(conn, 3600)
+        assert car in vehicle_state.silent_vehicles(conn, 300)
         # Heard from again between the look and the marking: stays online.
         conn.execute("UPDATE vehicle_state SET last_seen_at = now() WHERE vehicle_id = %s", [car])
-        assert repository.mark_offline(conn, [car], 300) == []
+        assert vehicle_state.mark_offline(conn, [car], 300) == []
         conn.execute(
             "UPDATE vehicle_state SET last_seen_at = now() - interval '10 minutes'"
             " WHERE vehicle_id = %s",
             [car],
         )
-        before = repository.state_revisions(conn, [car])[car]
-        swept = repository.mark_offline(conn, [car], 300)
+        before = vehicle_state.state_revisions(conn, [car])[car]
+        swept = vehicle_state.mark_offline(conn, [car], 300)
     assert [(s.vehicle_id, s.online, s.rev) for s in swept] == [(car, False, before + 1)]
     assert state(url, car)["online"] is False
 
 
 def test_dead_letters_keep_the_bytes(migrated_database_url: str, mqtt_topic_root: str) -> None:
     batch = Batch()
-    letter = DeadLetter(f"{mqtt_topic_root}/x", b"\x00\xffraw", "bad_json", "why", T0)
+    letter = DeadLetter.of(f"{mqtt_topic_root}/x", b"\x00\xffraw", "bad_json", "why", T0)
     batch.dead_letters.append(letter)
     apply(migrated_database_url, batch)
     with psycopg.connect(migrated_database_url) as conn:
         found = conn.execute(
-            "SELECT payload, reason, detail, received_at FROM dead_letters WHERE topic = %s",
+            "SELECT payload, reason, detail, received_at, payload_size, payload_sha256"
+            " FROM dead_letters WHERE topic = %s",
             (letter.topic,),
         ).fetchone()
-    assert found == (b"\x00\xffraw", "bad_json", "why", T0)
+    digest = hashlib.sha256(b"\x00\xffraw").digest()
+    assert found == (b"\x00\xffraw", "bad_json", "why", T0, 5, digest)
 
 
 def test_command_acks_move_sent_commands_only(migrated_database_url: str, car: str) -> None:
@@ -177,11 +186,11 @@ def test_command_acks_move_sent_commands_only(migrated_database_url: str, car: s
     batch = Batch()
     at = datetime.now(UTC)
     batch.command_acks += [
-        CommandAck(car, ids[0], "done", None, False, at),
-        CommandAck(car, ids[1], "rejected", "expired", None, at),
-        CommandAck(car, ids[2], "done", None, False, at),
+        CommandAck(car, ids[0], "done", None, False, at, "t", b"{}"),
+        CommandAck(car, ids[1], "rejected", "expired", None, at, "t", b"{}"),
+        CommandAck(car, ids[2], "done", None, False, at, "t", b"{}"),
         # Another vehicle cannot ack this vehicle's command.
-        CommandAck(f"{car}-other", ids[0], "failed", "x", None, at),
+        CommandAck(f"{car}-other", ids[0], "failed", "x", None, at, "t", b"{}"),
     ]
     apply(url, batch)
     with psycopg.connect(url) as conn:
@@ -199,6 +208,6 @@ def test_command_acks_move_sent_commands_only(migrated_database_url: str, car: s
 def test_load_states_gives_the_filters_their_start(migrated_database_url: str, car: str) -> None:
     apply(migrated_database_url, batch_of(row(car, 3, locked=True, alarm=True)))
     with psycopg.connect(migrated_database_url) as conn:
-        loaded = {s.vehicle_id: s for s in repository.load_states(conn)}
+        loaded = {s.vehicle_id: s for s in vehicle_state.load_states(conn)}
     assert loaded[car].ts == T0 + timedelta(seconds=3)
     assert (loaded[car].locked, loaded[car].alarm, loaded[car].lat) == (True, True, 31.23)

@@ -21,12 +21,19 @@ def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert defaults.hub_client_id.startswith("hub-")
     assert (defaults.hub_batch_max_fixes, defaults.hub_batch_max_delay_ms) == (5000, 200)
     assert defaults.protocol() is MqttProtocol.V5
+    assert defaults.hub_batch_max_bytes == 4 * 1024 * 1024
+    # Unknown vehicles are refused unless an operator opts in (a trial).
+    assert defaults.hub_register_unknown is False
     monkeypatch.setenv("FREECAR_TOPIC_ROOT", "staging/fleet")
     monkeypatch.setenv("FREECAR_HUB_BATCH_MAX_FIXES", "1000")
+    monkeypatch.setenv("FREECAR_HUB_BATCH_MAX_BYTES", "1048576")
+    monkeypatch.setenv("FREECAR_HUB_REGISTER_UNKNOWN", "true")
     monkeypatch.setenv("FREECAR_MQTT_SHARED_SUBSCRIPTIONS", "false")
     configured = HubSettings()
     assert configured.topic_root == "staging/fleet"
     assert configured.hub_batch_max_fixes == 1000
+    assert configured.hub_batch_max_bytes == 1_048_576
+    assert configured.hub_register_unknown is True
     # No shared subscriptions means amqtt, which speaks only MQTT 3.1.1.
     assert configured.protocol() is MqttProtocol.V311
     monkeypatch.setenv("FREECAR_HUB_MQTT_PROTOCOL", "5")
@@ -39,6 +46,7 @@ def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("FREECAR_TOPIC_ROOT", "$SYS"),
         ("FREECAR_TOPIC_ROOT", "fleet/+"),
         ("FREECAR_HUB_BATCH_MAX_FIXES", "0"),
+        ("FREECAR_HUB_BATCH_MAX_BYTES", "1000"),
         ("FREECAR_HUB_RECEIVE_MAXIMUM", "70000"),
         # The broker would stop sending before a batch could fill.
         ("FREECAR_HUB_RECEIVE_MAXIMUM", "100"),

@@ -26,9 +26,9 @@ from hub_testing import (
 from test_hub_events import add_fence, events_of
 
 from db.geofences import VehiclePosition
-from hub import repository
 from hub.events.conditions import ConditionDetector, Conditions
 from hub.geofences import GeofenceEngine, TransitionKind
+from hub.repository import event_state
 from protocol.telemetry import encode_telemetry
 from protocol.topics import Topic
 
@@ -133,22 +133,22 @@ def test_the_second_hub_to_lock_a_vehicle_waits_for_the_first_to_commit(
         psycopg.connect(migrated_database_url) as first,
         psycopg.connect(migrated_database_url) as second,
     ):
-        repository.lock_vehicles(first, [car])
+        event_state.lock_vehicles(first, [car])
         second.execute("SET lock_timeout = '200ms'")
         # A vehicle on another stripe goes ahead...
-        assert repository.lock_stripe(other) != repository.lock_stripe(car)
-        repository.lock_vehicles(second, [other])
+        assert event_state.lock_stripe(other) != event_state.lock_stripe(car)
+        event_state.lock_vehicles(second, [other])
         second.rollback()
         # ...the same vehicle waits while the first transaction lasts...
         second.execute("SET lock_timeout = '200ms'")
         with pytest.raises(psycopg.errors.LockNotAvailable):
-            repository.lock_vehicles(second, [other, car])
+            event_state.lock_vehicles(second, [other, car])
         second.rollback()
         # ...and gets it at the first's commit.
         got = threading.Event()
 
         def take() -> None:
-            repository.lock_vehicles(second, [car, other])
+            event_state.lock_vehicles(second, [car, other])
             got.set()
 
         waiter = threading.Thread(target=take)
