@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from api_testing import Api, error_code
 from psycopg.types.json import Jsonb
+from support.vehicles import insert_vehicles
 
 pytestmark = pytest.mark.anyio
 
@@ -20,12 +21,7 @@ def seed(url: str, events: list[tuple[str, datetime, int | None]]) -> tuple[str,
     """A fresh vehicle and its events (kind, ts, geofence id); the vehicle id and event ids."""
     vehicle = f"ev-{secrets.token_hex(4)}"
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO vehicles (id, plate, make, model, category, fuel_type,"
-            " price_hour_minor, price_day_minor, currency)"
-            " VALUES (%s, %s, 'Test', 'Car', 'standard', 'petrol', 1000, 9000, 'EUR')",
-            (vehicle, vehicle),
-        )
+        insert_vehicles(conn, [vehicle])
         ids = []
         for kind, ts, fence in events:
             row = conn.execute(

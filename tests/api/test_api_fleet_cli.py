@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+from support.vehicles import insert_vehicles
 
 from freecar.cli import main
 from protocol.keys import SigningKey
@@ -23,16 +24,15 @@ if TYPE_CHECKING:
 
 
 def _insert_vehicle(database_url: str, *, status: str = "available") -> str:
-    vehicle_id = f"cli-{secrets.token_hex(4)}"
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            """
-            INSERT INTO vehicles (id, plate, make, model, category, fuel_type,
-                                  price_hour_minor, price_day_minor, currency, status)
-            VALUES (%s, %s, 'BYD', 'Han', 'luxury', 'electric', 6000, 40000, 'CNY', %s)
-            """,
-            (vehicle_id, f"P-{vehicle_id}", status),
-        )
+    (vehicle_id,) = insert_vehicles(
+        database_url,
+        [f"cli-{secrets.token_hex(4)}"],
+        model="Han",
+        category="luxury",
+        price_hour_minor=6000,
+        price_day_minor=40000,
+        status=status,
+    )
     return vehicle_id
 
 

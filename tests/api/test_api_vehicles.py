@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from api_testing import Api, SignedIn, error_code
+from support.vehicles import insert_vehicles
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -71,11 +72,17 @@ class Fleet:
         self._count += 1
         vehicle_id = f"{self.prefix}-{self._count:03d}"
         lat, lon = self.at(north_m, east_m)
-        self.conn.execute(
-            "INSERT INTO vehicles (id, plate, make, model, year, category, fuel_type, features,"
-            " price_hour_minor, price_day_minor, currency, status)"
-            " VALUES (%s, %s, 'BYD', 'Qin', 2023, %s, 'petrol', %s, %s, %s, 'CNY', %s)",
-            (vehicle_id, vehicle_id.upper(), category, list(features), price, price * 6, status),
+        insert_vehicles(
+            self.conn,
+            [vehicle_id],
+            plate=vehicle_id.upper(),
+            year=2023,
+            category=category,
+            fuel_type="petrol",
+            features=list(features),
+            price_hour_minor=price,
+            price_day_minor=price * 6,
+            status=status,
         )
         self.conn.execute(
             "INSERT INTO vehicle_state (vehicle_id, ts, seq, lat, lon, fuel_pct, locked,"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from psycopg import errors
+from support.vehicles import insert_vehicles
 
 from db.migrate import migrate
 from devstack.testing import temporary_database
@@ -62,13 +63,7 @@ def conn(schema: tuple[str, str]) -> Iterator[psycopg.Connection[Any]]:
 
 
 def add_vehicle(conn: psycopg.Connection[Any]) -> str:
-    vehicle_id = f"v{uuid.uuid4().hex[:12]}"
-    conn.execute(
-        "INSERT INTO vehicles (id, plate, make, model, category, fuel_type,"
-        " price_hour_minor, price_day_minor, currency)"
-        " VALUES (%s, %s, 'BYD', 'Qin', 'economy', 'electric', 3000, 20000, 'CNY')",
-        (vehicle_id, vehicle_id.upper()),
-    )
+    (vehicle_id,) = insert_vehicles(conn, [f"v{uuid.uuid4().hex[:12]}"])
     return vehicle_id
 
 

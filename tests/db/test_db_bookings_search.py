@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.vehicles import insert_vehicles
 
 from api.vehicles import repository
 from db.migrate import migrate
@@ -78,13 +79,7 @@ def search_url(devstack: DevStack, request: pytest.FixtureRequest) -> Iterator[s
     with temporary_database(devstack, f"search_{request.param}") as url:
         migrate(url if request.param == "default" else f"{url}?{PLAIN_OPTIONS}")
         with psycopg.connect(url) as conn:
-            conn.execute(
-                "INSERT INTO vehicles (id, plate, make, model, category, fuel_type,"
-                " price_hour_minor, price_day_minor, currency)"
-                " SELECT id, id, 'BYD', 'Qin', 'economy', 'electric', 3000, 20000, 'CNY'"
-                " FROM unnest(%s::text[]) AS id",
-                ([vid for vid, _, _ in FLEET],),
-            )
+            insert_vehicles(conn, [vid for vid, _, _ in FLEET])
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO vehicle_state (vehicle_id, ts, seq, lat, lon, locked,"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
+from support.vehicles import insert_vehicles
 
 from db.geofences import (
     GEOFENCES_CHANNEL,
@@ -56,12 +57,7 @@ def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def add_vehicle(conn: psycopg.Connection[Any], vehicle_id: str) -> None:
-    conn.execute(
-        "INSERT INTO vehicles (id, plate, make, model, category, fuel_type, price_hour_minor,"
-        " price_day_minor, currency) VALUES (%s, %s, 'BYD', 'Dolphin', 'electric', 'electric',"
-        " 3000, 18800, 'CNY')",
-        (vehicle_id, f"沪A·{vehicle_id}"),
-    )
+    insert_vehicles(conn, [vehicle_id], plate=f"沪A·{vehicle_id}", model="Dolphin")
 
 
 def state(vehicle: str, fence: int, second: int, *, inside: bool = True) -> GeofenceState:
