@@ -4,15 +4,28 @@ Starts private PostgreSQL, Redis and MQTT through devstack unless FREECAR_DATABA
 set (then it uses the configured services), applies the migrations, seeds the demo fleet in
 Shanghai, starts each component that exists as a supervised child process, prints where
 everything is, and on Ctrl-C (or after --duration seconds) stops all of it cleanly.
+
+For another shell it writes the services' FREECAR_* variables (passwords included, mode
+0600) and `freecar`'s directory on PATH to --env-file (default .freecar/demo.env), and
+prints the line that loads it; `freecar command`, `create-admin`, `sim` then work there.
+
+The demo's hub registers vehicles it does not know (FREECAR_HUB_REGISTER_UNKNOWN), so a
+`freecar sim --vehicles 200` from another shell puts 200 more cars on the map; a
+production hub dead-letters them instead. The simulated fleet drives the seeded cars, each
+reporting what it runs on (electric cars a battery, hybrids fuel and battery).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from freecar.demo_env import DEFAULT_ENV_FILE
 
 if TYPE_CHECKING:
     import argparse
@@ -39,32 +52,53 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="stop by itself after this long (default: run until Ctrl-C)",
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed for the demo fleet")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=DEFAULT_ENV_FILE,
+        metavar="PATH",
+        help="where to write what another shell loads to use the demo "
+        f"(default {DEFAULT_ENV_FILE}, mode 0600, removed on exit)",
+    )
 
 
-def demo_components(env: Mapping[str, str], vehicles: int) -> list[Component]:
+# The demo is a trial: its hub takes in cars it has never heard of (Traccar's
+# `registerUnknown`), so testers' simulated fleets show up without registering them first.
+DEMO_HUB_ENV: Final = {"FREECAR_HUB_REGISTER_UNKNOWN": "true"}
+
+
+def demo_components(
+    env: Mapping[str, str], fleet_file: Path, keys: Mapping[str, Mapping[str, str]]
+) -> list[Component]:
     """The components the demo supervises: each one that this version of FreeCar has."""
     from freecar.cli import COMMANDS
     from freecar.supervisor import Component
 
-    # Subcommand -> extra arguments; later components join the demo by existing.
+    # Subcommand -> extra arguments; later components join the demo by existing. Every
+    # secret goes by environment: a command line is readable by every user (`ps`).
     wanted: dict[str, list[str]] = {
         "hub": [],
         "api": [],
         "worker": [],
-        # The simulated cars take the seeded cars' ids, so their fixes land on real vehicles.
-        "sim": ["--vehicles", str(vehicles), "--area", "shanghai", "--id-format", "sh-{n:04d}"],
+        # The simulated cars are the seeded ones: the same ids and what each runs on.
+        "sim": ["--fleet", str(fleet_file), "--area", "shanghai"],
     }
-    keys = _command_keys(env)
+    extra_env: dict[str, Mapping[str, str]] = {
+        "hub": {**keys["hub"], **DEMO_HUB_ENV},
+        "sim": keys["sim"],
+    }
     return [
         Component(
-            name, [sys.executable, "-m", "freecar", name, *extra], {**env, **keys.get(name, {})}
+            name,
+            [sys.executable, "-m", "freecar", name, *extra],
+            {**env, **extra_env.get(name, {})},
         )
         for name, extra in wanted.items()
         if name in COMMANDS
     ]
 
 
-def _command_keys(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+def command_keys(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Per component: the hub's signing key, and its public half for the simulated cars.
 
     The configured FREECAR_HUB_SIGNING_KEY if there is one, else a key made for this run.
@@ -106,9 +140,11 @@ def run(args: argparse.Namespace) -> int:
         print("freecar demo: --vehicles must be at least 1", file=sys.stderr)
         return 2
     from contextlib import ExitStack
+    from tempfile import TemporaryDirectory
 
     from db.migrate import migrate
-    from freecar.demo_seed import CITY, seed_demo
+    from freecar.demo_env import command_dir, remove_env_file, write_env_file
+    from freecar.demo_seed import CITY, demo_fleet, seed_demo
     from freecar.supervisor import Supervisor
 
     stop = _wait_for_stop(args.duration)
@@ -126,8 +162,15 @@ def run(args: argparse.Namespace) -> int:
         print("demo: applying migrations...", flush=True)
         status = migrate(database_url)
         new_cars = seed_demo(database_url, vehicles=args.vehicles, seed=args.seed)
+        private = Path(resources.enter_context(TemporaryDirectory(prefix="freecar-demo-")))
+        fleet_file = private / "fleet.json"
+        fleet = demo_fleet(database_url, vehicles=args.vehicles, seed=args.seed)
+        fleet_file.write_text(json.dumps(fleet), encoding="utf-8")
         env = {**env, **_api_address(env)}
-        components = demo_components(env, args.vehicles)
+        keys = command_keys(env)
+        env_file = write_env_file(args.env_file, shell_env(env, keys), bin_dir=command_dir())
+        resources.callback(remove_env_file, env_file)
+        components = demo_components(env, fleet_file, keys)
         supervisor = Supervisor(components, base_env={**os.environ, **env})
         resources.callback(supervisor.stop)
         supervisor.start()
@@ -137,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.vehicles} cars in {CITY} ({new_cars} newly seeded)",
             telemetry,
             components,
+            env_file,
         )
         supervisor.run_until(stop.is_set)
         print("demo: stopping...", flush=True)
@@ -144,9 +188,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def shell_env(env: Mapping[str, str], keys: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """What another shell needs: the services' FREECAR_* and the hub's public key.
+
+    Not the API's address (a `freecar api` started there would take the same port), and
+    not the hub's secret key: the simulated cars of that shell need only its public half.
+    """
+    api = {"FREECAR_API_HOST", "FREECAR_API_PORT"}
+    shared = {k: v for k, v in env.items() if k.startswith("FREECAR_") and k not in api}
+    shared.pop("FREECAR_HUB_SIGNING_KEY", None)
+    return {**shared, **keys["sim"]}
+
+
 def _print_banner(
-    env: Mapping[str, str], fleet: str, telemetry: str, components: list[Component]
+    env: Mapping[str, str],
+    fleet: str,
+    telemetry: str,
+    components: list[Component],
+    env_file: Path,
 ) -> None:
+    import shlex
+
     from protocol.broker_url import BrokerUrl
 
     running = ", ".join(c.name for c in components) or "none yet besides the services"
@@ -159,6 +221,9 @@ def _print_banner(
         f"  mqtt        {BrokerUrl.parse(env['FREECAR_MQTT_URL']).redacted()}",
         f"  components  {running}",
         *_api_lines(env, components),
+        "",
+        "In another shell, this line puts freecar on PATH and points it at this demo:",
+        f"  . {shlex.quote(str(env_file))}",
         "",
         "Press Ctrl-C to stop everything.",
         "",

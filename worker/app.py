@@ -54,6 +54,9 @@ def create_celery(settings: Settings | None = None) -> Celery:
         # tasks would wait behind them instead of going to an idle worker.
         "worker_prefetch_multiplier": 1,
         # Run by the beat embedded in `freecar worker` (one per deployment).
+        # Beat keeps its schedule in memory: the only entry runs every minute, so a restart
+        # at worst runs it a little early, and there is no state file to race on at exit.
+        "beat_scheduler": "celery.beat:Scheduler",
         "beat_schedule": {
             "notify-pending": {"task": NOTIFY_PENDING_TASK, "schedule": NOTIFY_PENDING_EVERY_S}
         },

@@ -24,8 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -95,13 +93,10 @@ def run(args: argparse.Namespace) -> int:
         # Unique per process, so several workers on one host do not clash.
         f"--hostname=freecar-{os.getpid()}@%h",
     ]
-    with tempfile.TemporaryDirectory(prefix="freecar-beat-") as state:
-        if not args.no_beat:
-            # Beat keeps its last run times in a file: a private one, gone with the process
-            # (a restart merely runs the minute's sweep a little early).
-            argv += ["--beat", f"--schedule={Path(state) / 'schedule'}"]
-        try:
-            app.worker_main(argv)
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else 0
+    if not args.no_beat:
+        argv.append("--beat")
+    try:
+        app.worker_main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
     return 0

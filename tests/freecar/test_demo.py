@@ -10,7 +10,7 @@ import sys
 import psycopg
 import pytest
 
-from freecar.demo_seed import demo_vehicles, load_geofences, seed_demo
+from freecar.demo_seed import MODELS, demo_vehicles, load_geofences, seed_demo
 
 
 def test_seed_is_idempotent_and_realistic(migrated_database_url: str) -> None:
@@ -70,3 +70,22 @@ def test_demo_comes_up_prints_urls_and_stops_cleanly(mode: str) -> None:
     assert "postgresql://" in output
     assert "mqtt://" in output
     assert "nothing left running" in output
+
+
+def test_every_demo_car_is_a_vehicle_the_api_accepts() -> None:
+    """The seed bypasses the API; its categories, fuel types and features must be the API's.
+
+    Before, demo cars carried `autopilot` and `leather`, which the API then refused when an
+    operator edited such a car.
+    """
+    from api.fleet.schemas import VehicleCreate  # noqa: PLC0415 - the API's own vocabulary
+    from api.vehicles.schemas import Category as SearchCategory  # noqa: PLC0415 - idem
+
+    cars = demo_vehicles(500)
+    for car in cars:
+        body = {k: v for k, v in car.items() if k not in {"home_lat", "home_lon"}}
+        body["home"] = {"lat": car["home_lat"], "lon": car["home_lon"]}
+        VehicleCreate.model_validate(body)
+        SearchCategory(car["category"])
+    # Every model of the demo appears in a fleet this size, so every feature was checked.
+    assert {(c["make"], c["model"]) for c in cars} == {(m.make, m.model) for m in MODELS}
