@@ -30,6 +30,7 @@ from freecar.demo_env import DEFAULT_ENV_FILE
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Mapping
+    from contextlib import ExitStack
 
     from freecar.supervisor import Component
 
@@ -134,47 +135,53 @@ def _wait_for_stop(duration: float | None) -> threading.Event:
     return stop
 
 
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class DemoError(Exception):
+    """The demo cannot start; the message says why."""
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `freecar demo`."""
     if args.vehicles < 1:
         print("freecar demo: --vehicles must be at least 1", file=sys.stderr)
-        return 2
-    from contextlib import ExitStack
-    from tempfile import TemporaryDirectory
+        return EXIT_USAGE
+    try:
+        return _run(args)
+    except DemoError as exc:
+        print(f"freecar demo: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
-    from db.migrate import migrate
-    from freecar.demo_env import command_dir, remove_env_file, write_env_file
-    from freecar.demo_seed import CITY, demo_fleet, seed_demo
+
+def _run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from freecar.demo_env import command_dir, prepare_env_dir, remove_env_file, write_env_file
+    from freecar.demo_seed import CITY
     from freecar.supervisor import Supervisor
 
+    try:  # before anything starts: a file it cannot write would only fail later
+        prepare_env_dir(args.env_file)
+    except OSError as exc:
+        raise DemoError(f"--env-file {args.env_file}: {exc.strerror or exc}") from None
     stop = _wait_for_stop(args.duration)
     with ExitStack() as resources:
-        if os.environ.get("FREECAR_DATABASE_URL"):
-            env = {k: v for k, v in os.environ.items() if k.startswith("FREECAR_")}
-            print("demo: using the services configured in FREECAR_* variables", flush=True)
-        else:
-            from devstack.stack import start_stack
-
-            print("demo: starting private PostgreSQL, Redis and MQTT broker...", flush=True)
-            stack = resources.enter_context(start_stack())
-            env = stack.env()
-        database_url = env["FREECAR_DATABASE_URL"]
-        print("demo: applying migrations...", flush=True)
-        status = migrate(database_url)
-        new_cars = seed_demo(database_url, vehicles=args.vehicles, seed=args.seed)
-        private = Path(resources.enter_context(TemporaryDirectory(prefix="freecar-demo-")))
-        fleet_file = private / "fleet.json"
-        fleet = demo_fleet(database_url, vehicles=args.vehicles, seed=args.seed)
-        fleet_file.write_text(json.dumps(fleet), encoding="utf-8")
+        env = _services(resources)
+        timescaledb, new_cars, fleet_file = _prepare(resources, env["FREECAR_DATABASE_URL"], args)
         env = {**env, **_api_address(env)}
         keys = command_keys(env)
-        env_file = write_env_file(args.env_file, shell_env(env, keys), bin_dir=command_dir())
+        try:
+            env_file = write_env_file(args.env_file, shell_env(env, keys), bin_dir=command_dir())
+        except OSError as exc:
+            raise DemoError(f"cannot write {args.env_file}: {exc.strerror or exc}") from None
         resources.callback(remove_env_file, env_file)
         components = demo_components(env, fleet_file, keys)
         supervisor = Supervisor(components, base_env={**os.environ, **env})
         resources.callback(supervisor.stop)
         supervisor.start()
-        telemetry = "TimescaleDB hypertable" if status.timescaledb else "plain PostgreSQL table"
+        telemetry = "TimescaleDB hypertable" if timescaledb else "plain PostgreSQL table"
         _print_banner(
             env,
             f"{args.vehicles} cars in {CITY} ({new_cars} newly seeded)",
@@ -186,6 +193,48 @@ def run(args: argparse.Namespace) -> int:
         print("demo: stopping...", flush=True)
     print("demo: stopped; nothing left running", flush=True)
     return 0
+
+
+def _services(resources: ExitStack) -> dict[str, str]:
+    """The FREECAR_* of the services: the configured ones, or a private devstack's."""
+    if os.environ.get("FREECAR_DATABASE_URL"):
+        print("demo: using the services configured in FREECAR_* variables", flush=True)
+        return {k: v for k, v in os.environ.items() if k.startswith("FREECAR_")}
+    from devstack.errors import DevStackError
+    from devstack.stack import start_stack
+
+    print("demo: starting private PostgreSQL, Redis and MQTT broker...", flush=True)
+    try:
+        stack = resources.enter_context(start_stack())
+    except DevStackError as exc:
+        raise DemoError(str(exc)) from None
+    return stack.env()
+
+
+def _prepare(
+    resources: ExitStack, database_url: str, args: argparse.Namespace
+) -> tuple[bool, int, Path]:
+    """Migrate and seed; whether telemetry is on TimescaleDB, new cars, the sim's fleet file."""
+    from tempfile import TemporaryDirectory
+
+    import psycopg
+
+    from db.migrate import MigrationError, migrate
+    from freecar.demo_seed import demo_fleet, seed_demo
+
+    print("demo: applying migrations...", flush=True)
+    try:
+        status = migrate(database_url)
+        new_cars = seed_demo(database_url, vehicles=args.vehicles, seed=args.seed)
+        fleet = demo_fleet(database_url, vehicles=args.vehicles, seed=args.seed)
+    except psycopg.OperationalError as exc:
+        raise DemoError(f"cannot reach the database: {exc}") from None
+    except (MigrationError, psycopg.Error) as exc:
+        raise DemoError(f"the database refused the demo's schema or data: {exc}") from None
+    private = Path(resources.enter_context(TemporaryDirectory(prefix="freecar-demo-")))
+    fleet_file = private / "fleet.json"
+    fleet_file.write_text(json.dumps(fleet), encoding="utf-8")
+    return status.timescaledb, new_cars, fleet_file
 
 
 def shell_env(env: Mapping[str, str], keys: Mapping[str, Mapping[str, str]]) -> dict[str, str]:

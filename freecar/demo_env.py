@@ -15,6 +15,7 @@ that was killed names a pid that no longer runs, and the next demo replaces it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import sys
@@ -52,11 +53,19 @@ def render(env: Mapping[str, str], *, pid: int, bin_dir: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prepare_env_dir(path: Path) -> None:
+    """Make the file's directory (owner only) if missing; OSError if it cannot be written."""
+    directory = path.absolute().parent
+    if not directory.exists():
+        directory.mkdir(mode=DIR_MODE, parents=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write in its directory", str(directory))
+
+
 def write_env_file(path: Path, env: Mapping[str, str], *, bin_dir: Path | None) -> Path:
     """Write the file atomically with mode 0600; return its absolute path."""
     path = path.absolute()
-    if not path.parent.exists():
-        path.parent.mkdir(mode=DIR_MODE, parents=True)
+    prepare_env_dir(path)
     text = render(env, pid=os.getpid(), bin_dir=bin_dir)
     # mkstemp creates the file 0600 before a byte is written; the rename makes it appear whole.
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

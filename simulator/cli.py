@@ -237,7 +237,6 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
     import shutil
-    import tempfile
     from dataclasses import replace
 
     from simulator.fleet import Fleet
@@ -252,12 +251,7 @@ def _run(args: argparse.Namespace) -> int:
     disk = not args.memory_queue
     vehicles = len(plan.vehicle_ids)
     _warn_about_limits(vehicles, disk=disk, keys=bool(settings.trusted_keys))
-    temp_dir = None
-    queue_dir = args.queue_dir
-    if disk and queue_dir is None:
-        temp_dir = queue_dir = Path(tempfile.mkdtemp(prefix="freecar-sim-"))
-    elif queue_dir is not None:
-        queue_dir.mkdir(parents=True, exist_ok=True)
+    queue_dir, temp_dir = _queue_dir(args.queue_dir, disk=disk)
     try:
         tick = 1.0 if args.rate is None else min(MAX_TICK_S, max(MIN_TICK_S, 1.0 / args.rate))
         world = World(
@@ -296,6 +290,26 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return exit_code(outcome)
+
+
+def _queue_dir(given: Path | None, *, disk: bool) -> tuple[Path | None, Path | None]:
+    """Where the disk queues go, and the temporary directory to remove at exit (if any)."""
+    import tempfile
+
+    if not disk:
+        return None, None
+    if given is None:
+        temporary = Path(tempfile.mkdtemp(prefix="freecar-sim-"))
+        return temporary, temporary
+    try:
+        given.mkdir(parents=True, exist_ok=True)
+        # Each car creates a file there: find out now, not from a thousand failing cars.
+        with tempfile.TemporaryFile(dir=given):
+            pass
+    except OSError as exc:
+        problem = exc.strerror or exc
+        raise UsageError(f"--queue-dir {given}: cannot create files there ({problem})") from None
+    return given, None
 
 
 def _warn_about_limits(vehicles: int, *, disk: bool, keys: bool) -> None:
