@@ -158,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from freecar.demo_env import command_dir, prepare_env_dir, remove_env_file, write_env_file
+    from devstack.env_file import prepare_env_dir, remove_env_file, write_env_file
+    from freecar.demo_env import command_dir
     from freecar.demo_seed import CITY
     from freecar.supervisor import Supervisor
 
