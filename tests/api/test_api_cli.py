@@ -173,6 +173,9 @@ def test_an_unreachable_database_exits_3() -> None:
         "api",
         env=clean_env(
             FREECAR_DATABASE_URL="postgresql://nobody@127.0.0.1:9/nothing",
+            # Named, so the API starts and finds the database down (an unset URL is refused
+            # before anything starts).
+            FREECAR_REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0",
             FREECAR_API_DB_POOL_TIMEOUT_S="0.5",
             FREECAR_API_PORT=str(_free_port()),
         ),

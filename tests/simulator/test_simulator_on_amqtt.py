@@ -49,6 +49,9 @@ class Client:
         )
         self.client.username_pw_set(broker.username, broker.password)
         self.client.on_message = self._on_message
+        self._subacks: set[int] = set()
+        self._suback = threading.Condition()
+        self.client.on_subscribe = self._on_subscribe
         self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
 
@@ -59,13 +62,18 @@ class Client:
         with self._lock:
             self.received.append(message.topic)
 
+    def _on_subscribe(self, _client: object, _userdata: object, mid: int, *_rest: object) -> None:
+        with self._suback:
+            self._subacks.add(mid)
+            self._suback.notify_all()
+
     def subscribe(self, topic_filter: str) -> None:
-        """Subscribe at QoS 1 and wait for the SUBACK."""
+        """Subscribe at QoS 1 and wait for the SUBACK (it may come before this call returns)."""
         result, mid = self.client.subscribe(topic_filter, qos=1)
         assert result == mqtt.MQTT_ERR_SUCCESS
-        done = threading.Event()
-        self.client.on_subscribe = lambda _c, _u, m, *_rest: m == mid and done.set()
-        assert done.wait(WAIT_S), f"no SUBACK for {topic_filter}"
+        with self._suback:
+            acked = self._suback.wait_for(lambda: mid in self._subacks, WAIT_S)
+        assert acked, f"no SUBACK for {topic_filter}"
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1 and wait for the PUBACK."""
