@@ -22,7 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add `freecar migrate` options."""
     parser.add_argument(
         "--database-url",
-        help="PostgreSQL URL (default: FREECAR_DATABASE_URL)",
+        help="PostgreSQL URL (default: FREECAR_DATABASE_URL, which keeps a password off the "
+        "command line, where every user can read it)",
     )
     parser.add_argument(
         "--check",

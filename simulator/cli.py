@@ -131,7 +131,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--mqtt-url",
         default=None,
         metavar="URL",
-        help=f"mqtt://user:pass@host:port shared by every car (default ${MQTT_URL_ENV})",
+        help=f"mqtt://user:pass@host:port shared by every car (default ${MQTT_URL_ENV}, "
+        "which keeps the password off the command line, where every user can read it)",
     )
     broker.add_argument(
         "--credentials",
@@ -445,7 +446,7 @@ def _settings(args: argparse.Namespace, ids: list[str]) -> Any:  # noqa: ANN401 
         raise UsageError(str(exc)) from None
     url = args.mqtt_url or os.environ.get(MQTT_URL_ENV)
     if not url:
-        raise UsageError(f"no broker: pass --mqtt-url or set {MQTT_URL_ENV}")
+        raise UsageError(f"no broker: set {MQTT_URL_ENV} (or pass --mqtt-url)")
     try:
         broker = BrokerUrl.parse(url)
     except BrokerUrlError as exc:

@@ -45,7 +45,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read the password from the first line of stdin instead of prompting",
     )
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: FREECAR_DATABASE_URL)")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL (default: FREECAR_DATABASE_URL, which keeps a password off the "
+        "command line, where every user can read it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the new account as JSON")
 
 
