@@ -229,7 +229,14 @@ def _prepare(
         new_cars = seed_demo(database_url, vehicles=args.vehicles, seed=args.seed)
         fleet = demo_fleet(database_url, vehicles=args.vehicles, seed=args.seed)
     except psycopg.OperationalError as exc:
-        raise DemoError(f"cannot reach the database: {exc}") from None
+        hint = ""
+        if os.environ.get("FREECAR_DATABASE_URL"):
+            # Often a shell that loaded an earlier demo's environment file.
+            hint = (
+                "; FREECAR_DATABASE_URL is set in this shell, so the demo used it: unset the "
+                "FREECAR_* variables to let it start services of its own"
+            )
+        raise DemoError(f"cannot reach the database: {exc}{hint}") from None
     except (MigrationError, psycopg.Error) as exc:
         raise DemoError(f"the database refused the demo's schema or data: {exc}") from None
     private = Path(resources.enter_context(TemporaryDirectory(prefix="freecar-demo-")))
