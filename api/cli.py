@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["api_allow_development_on_network"] = True
     try:
         settings = ApiSettings(**overrides)
+        # Read now rather than when the app starts serving: an unset URL is named at once.
+        settings.database_url.get_secret_value()
+        settings.redis_url.get_secret_value()
     except (ValidationError, ValueError) as exc:
         print(f"freecar api: bad configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -1,8 +1,8 @@
 """Apply the database migrations (safe to run again; refuses unknown versions).
 
 Reads FREECAR_DATABASE_URL unless --database-url is given. Exit codes: 0 the schema is up
-to date, 1 the database was refused (unknown or edited versions), 2 usage error, 3 with
---check when migrations are pending.
+to date, 1 the database was refused (unknown or edited versions, or a migration failed) or
+could not be reached, 2 usage error, 3 with --check when migrations are pending.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add `freecar migrate` options."""
     parser.add_argument(
         "--database-url",
-        help="PostgreSQL URL (default: FREECAR_DATABASE_URL)",
+        help="PostgreSQL URL (default: FREECAR_DATABASE_URL, which keeps a password off the "
+        "command line, where every user can read it)",
     )
     parser.add_argument(
         "--check",
@@ -39,6 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `freecar migrate`."""
+    import psycopg
+
     from core.settings import Settings
     from db.migrate import Migration, MigrationError, migrate
 
@@ -57,6 +60,14 @@ def run(args: argparse.Namespace) -> int:
         )
     except MigrationError as exc:
         print(f"freecar migrate: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except psycopg.OperationalError as exc:
+        print(f"freecar migrate: cannot reach the database: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except psycopg.Error as exc:
+        # A malformed URL, or a migration the server refused: nothing was half-applied
+        # (each migration runs in its own transaction).
+        print(f"freecar migrate: the database refused it: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     if args.json:
         print(

@@ -1,4 +1,4 @@
-"""The fallback MQTT broker: amqtt, run through its own command-line script.
+"""The fallback MQTT broker: amqtt, run through its own command-line script (with a fix).
 
 amqtt speaks MQTT 3.1.1 only and misroutes `$share/...` filters, so a stack running it
 reports `mqtt_shared_subscriptions=False`. Its FileAuthPlugin accepts the same two logins
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from devstack.binaries import AmqttRuntime
     from devstack.credentials import BrokerLogins
 
-BROKER_SCRIPT = "amqtt.scripts.broker_script"
+# amqtt's broker script, with its replay of retained messages fixed (see the module).
+BROKER_SCRIPT = "devstack.amqtt_runner"
 FILE_AUTH_PLUGIN = "amqtt.plugins.authentication.FileAuthPlugin"
 # amqtt checks passwords synchronously inside its event loop. argon2's defaults (64 MiB,
 # 3 passes) cost about 90 ms per CONNECT and would serialise a simulated fleet's connect

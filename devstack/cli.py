@@ -13,11 +13,18 @@ Modes (--mode, or the FREECAR_DEVSTACK environment variable):
 Examples:
   freecar devstack                      start, print URLs and versions, wait for Ctrl-C
   freecar devstack --mode embedded      try the fallbacks a fresh machine would use
-  freecar devstack --env > stack.env &  export lines for another shell:
-                                        wait for its '# ready' line, then `. ./stack.env`
+  freecar devstack --env-file .freecar/devstack.env &
+                                        for another shell: once the file exists (it
+                                        appears whole, mode 0600, and goes at exit),
+                                        `. .freecar/devstack.env`
+  freecar devstack --env                export lines on stdout, then a '# ready' line
   freecar devstack --json               one JSON object (URLs, versions, sources, env)
 
-Exit codes: 0 after a clean stop, 1 if the stack could not start, 2 for a bad mode.
+The URLs hold the broker's passwords: --env-file keeps them readable by you alone, where a
+shell redirection (`--env > stack.env`) makes a file with your umask's mode.
+
+Exit codes: 0 after a clean stop, 1 if the stack could not start or the --env-file cannot
+be written, 2 for a bad mode.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -60,14 +68,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     output.add_argument(
         "--json", action="store_true", help="print one JSON object describing the stack"
     )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the export lines to PATH (mode 0600) once the stack is up; removed "
+        "on exit",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack, report it, wait for SIGINT or SIGTERM, tear it down."""
     # Loaded here so `freecar --help` and the agent-only install never import them.
+    from devstack.env_file import prepare_env_dir, remove_env_file, write_env_file
     from devstack.errors import DevStackError, ModeError
     from devstack.stack import start_stack
 
+    if args.env_file is not None:
+        try:  # before anything starts: a file it cannot write would only fail later
+            prepare_env_dir(args.env_file)
+        except OSError as exc:
+            print(f"freecar devstack: --env-file {args.env_file}: {exc}", file=sys.stderr)
+            return EXIT_START_FAILED
     stop = threading.Event()
     previous = {
         signum: signal.signal(signum, lambda *_: stop.set())
@@ -83,8 +106,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"freecar devstack: {exc}", file=sys.stderr)
             return EXIT_START_FAILED
         with stack:
-            _report(stack, args)
-            _wait(stack, stop)
+            written = None
+            if args.env_file is not None:
+                try:
+                    written = write_env_file(args.env_file, stack.info.env(), bin_dir=None)
+                except OSError as exc:
+                    print(f"freecar devstack: --env-file {args.env_file}: {exc}", file=sys.stderr)
+                    return EXIT_START_FAILED
+            try:
+                _report(stack, args)
+                _wait(stack, stop)
+            finally:
+                if written is not None:
+                    remove_env_file(written)
             if not args.json and not args.env:
                 print("Stopping devstack...", file=sys.stderr)
     finally:

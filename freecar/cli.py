@@ -66,13 +66,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit code of a command that cannot start as configured (what argparse uses for bad usage).
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the chosen subcommand."""
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args))  # noqa: SLF001 - argparse's namespace, set just above
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        problem = configuration_problem(exc)
+        if problem is None:
+            raise
+        print(f"freecar {args.command}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def configuration_problem(exc: BaseException) -> str | None:
+    """What is wrong with the configuration, if `exc` says so; None for any other error.
+
+    Every command reads its settings from FREECAR_* variables; a missing or malformed one is
+    the user's to fix, so it gets a sentence naming the variable, not a traceback.
+    """
+    from pydantic import ValidationError
+
+    from core.settings import MissingSettingError
+
+    if isinstance(exc, MissingSettingError):
+        return str(exc)
+    if isinstance(exc, ValidationError) and exc.title.endswith("Settings"):
+        problems = "; ".join(
+            f"FREECAR_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}"
+            if error["loc"]
+            else error["msg"]
+            for error in exc.errors(include_url=False)
+        )
+        return f"bad configuration: {problems}"
+    return None
 
 
 if __name__ == "__main__":

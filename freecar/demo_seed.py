@@ -24,7 +24,11 @@ PLATE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
 
 @dataclass(frozen=True, slots=True)
 class Model:
-    """A car model in the demo fleet, with its rental prices in fen (CNY minor units)."""
+    """A car model in the demo fleet, with its rental prices in fen (CNY minor units).
+
+    Category, fuel type and features are the API's vocabulary (api/fleet/schemas.py): the
+    seed writes to the database directly, and a test checks every car against the API.
+    """
 
     make: str
     model: str
@@ -61,7 +65,7 @@ MODELS = (
         5,
         5500,
         38800,
-        ("bluetooth", "backup_camera", "autopilot"),
+        ("bluetooth", "backup_camera", "fast_charging"),
     ),
     Model(
         "NIO",
@@ -101,7 +105,7 @@ MODELS = (
         5,
         8000,
         56800,
-        ("bluetooth", "backup_camera", "leather"),
+        ("bluetooth", "backup_camera", "heated_seats"),
     ),
 )
 
@@ -194,3 +198,18 @@ def seed_demo(database_url: str, vehicles: int = 60, seed: int = 7) -> int:
             )
         conn.commit()
     return max(new_cars, 0)
+
+
+def demo_fleet(database_url: str, vehicles: int = 60, seed: int = 7) -> list[dict[str, str]]:
+    """The demo's cars as `freecar sim --fleet` reads them: each id with its stored fuel type.
+
+    Read back from the database, not the seed: a car seeded by an earlier run keeps what it
+    was given then, and the simulated car must report what the inventory says it runs on.
+    """
+    ids = [car["id"] for car in demo_vehicles(vehicles, seed)]
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT id, fuel_type FROM vehicles WHERE id = ANY(%s)", (ids,)
+        ).fetchall()
+    stored = {str(vid): str(fuel_type) for vid, fuel_type in rows}
+    return [{"id": vid, "fuel_type": stored[vid]} for vid in ids if vid in stored]

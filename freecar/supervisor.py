@@ -1,8 +1,15 @@
 """Run the demo's components as child processes, restart them when they crash, stop them cleanly.
 
 Children get their own session so a terminal's Ctrl-C reaches only the supervisor, which
-then stops them in reverse start order: SIGTERM, a grace period, SIGKILL. On Linux each
-child also gets a parent-death signal, so a `kill -9` of the supervisor takes them along.
+then stops them in reverse start order: SIGTERM to each component's own process, a grace
+period, then SIGKILL to its whole process group. Only the component's process gets the
+SIGTERM: one with processes of its own (the worker's pool) stops them in its own order,
+as it would under systemd or Docker, instead of having them killed under it mid-task. On
+Linux each child also gets a parent-death signal, so a `kill -9` of the supervisor takes
+them along.
+
+Secrets reach the children through their environment, never their command line, which
+every user of the machine can read (`ps`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ class Component:
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
+    stop_grace_s: float | None = None
+    """How long it may take to stop after SIGTERM (None: STOP_GRACE_S)."""
 
 
 def _die_with_parent() -> None:
@@ -46,6 +55,25 @@ def _die_with_parent() -> None:
         return
     libc = ctypes.CDLL(libc_name, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# How often stop() looks whether a component has exited.
+EXIT_POLL_S = 0.05
+
+
+def _exited(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` for child `pid` to exit, without reaping it; whether it did."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already
+            return True
+        if found is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(EXIT_POLL_S)
 
 
 class _Running:
@@ -128,17 +156,18 @@ class Supervisor:
         self._stopping.set()
         for running in reversed(self._running):
             popen = running.popen
+            grace = running.component.stop_grace_s
             if popen.poll() is not None:
                 continue
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGTERM)
-            try:
-                popen.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
+                popen.send_signal(signal.SIGTERM)
+            if not _exited(popen.pid, STOP_GRACE_S if grace is None else grace):
                 self._say(f"{running.component.name} ignored SIGTERM; killing it")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(popen.pid, signal.SIGKILL)
-                popen.wait()
+            # The component's process is gone (or is being killed) but not yet reaped, so
+            # its group id still names its group: whatever it left behind goes with it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
 
     def _say(self, message: str) -> None:
         with self._out_lock:

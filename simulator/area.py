@@ -73,6 +73,8 @@ def load_area(spec: str) -> Area:
             document = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise AreaError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise AreaError(f"{path} is not UTF-8 text (expected GeoJSON)") from None
         except json.JSONDecodeError as exc:
             raise AreaError(f"{path} is not JSON: {exc}") from None
         return _from_geojson(path.name, document)

@@ -9,6 +9,7 @@ answer signed commands (give the hub's public key with --trusted-key) like real 
   freecar sim --vehicles 60 --id-format 'sh-{n:04d}'      # the demo fleet, until Ctrl-C
   freecar sim --vehicles 20 --scenario theft --seed 7     # two locked cars get towed away
   freecar sim --area 121.40,31.18,121.54,31.27 --rate 1   # a street grid, a fix a second
+  freecar sim --fleet fleet.csv                           # your fleet's ids and drivetrains
 
 --area is a city (shanghai), a box MINLON,MINLAT,MAXLON,MAXLAT (a street grid) or a
 GeoJSON file (its LineStrings are streets, its Polygon the service area). Scenarios:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 MQTT_URL_ENV = "FREECAR_MQTT_URL"
 TRUSTED_KEYS_ENV = "FREECAR_SIM_TRUSTED_KEYS"
 DEFAULT_ID_FORMAT = "sim-{n:04d}"
+DEFAULT_VEHICLES = 10
 # A few hundred CONNECTs a second: mosquitto takes them in its stride on two cores, and a
 # thousand-car fleet is on line in a few seconds.
 DEFAULT_CONNECT_RATE = 200.0
@@ -68,7 +70,21 @@ class UsageError(Exception):
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add `freecar sim` options."""
     fleet = parser.add_argument_group("fleet")
-    fleet.add_argument("--vehicles", type=int, default=10, metavar="N", help="cars (default 10)")
+    fleet.add_argument(
+        "--vehicles",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"cars (default {DEFAULT_VEHICLES}, or every car of --fleet)",
+    )
+    fleet.add_argument(
+        "--fleet",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="drive these vehicles: a CSV or JSON fleet file (the bulk import's format); "
+        "`id` and `fuel_type` are read (electric cars report battery, hybrids both)",
+    )
     fleet.add_argument(
         "--area",
         default="shanghai",
@@ -106,7 +122,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fleet.add_argument(
         "--id-format",
-        default=DEFAULT_ID_FORMAT,
+        default=None,
         metavar="FORMAT",
         help=f"vehicle ids, n counting from 1 (default {DEFAULT_ID_FORMAT!r})",
     )
@@ -115,7 +131,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--mqtt-url",
         default=None,
         metavar="URL",
-        help=f"mqtt://user:pass@host:port shared by every car (default ${MQTT_URL_ENV})",
+        help=f"mqtt://user:pass@host:port shared by every car (default ${MQTT_URL_ENV}, "
+        "which keeps the password off the command line, where every user can read it)",
     )
     broker.add_argument(
         "--credentials",
@@ -221,7 +238,6 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
     import shutil
-    import tempfile
     from dataclasses import replace
 
     from simulator.fleet import Fleet
@@ -230,20 +246,22 @@ def _run(args: argparse.Namespace) -> int:
     from simulator.world import World
     from vehicle_agent.config import ConfigError
 
-    settings = _settings(args)
+    plan = _fleet_plan(args)
+    settings = _settings(args, plan.vehicle_ids)
     area = _area(args.area)
     disk = not args.memory_queue
-    _warn_about_limits(args.vehicles, disk=disk, keys=bool(settings.trusted_keys))
-    temp_dir = None
-    queue_dir = args.queue_dir
-    if disk and queue_dir is None:
-        temp_dir = queue_dir = Path(tempfile.mkdtemp(prefix="freecar-sim-"))
-    elif queue_dir is not None:
-        queue_dir.mkdir(parents=True, exist_ok=True)
+    vehicles = len(plan.vehicle_ids)
+    _warn_about_limits(vehicles, disk=disk, keys=bool(settings.trusted_keys))
+    queue_dir, temp_dir = _queue_dir(args.queue_dir, disk=disk)
     try:
         tick = 1.0 if args.rate is None else min(MAX_TICK_S, max(MIN_TICK_S, 1.0 / args.rate))
         world = World(
-            area.network, args.vehicles, seed=args.seed, scenario=args.scenario, tick_s=tick
+            area.network,
+            vehicles,
+            seed=args.seed,
+            scenario=args.scenario,
+            tick_s=tick,
+            drivetrains=plan.drivetrains,
         )
         try:
             fleet = Fleet(world, replace(settings, queue_dir=queue_dir if disk else None))
@@ -253,7 +271,7 @@ def _run(args: argparse.Namespace) -> int:
         interval = args.progress_interval
         if interval is None:
             interval = TTY_PROGRESS_S if stream.isatty() else PLAIN_PROGRESS_S
-        title = f"freecar sim: {args.vehicles} cars, {area.name}, {args.scenario}"
+        title = f"freecar sim: {vehicles} cars, {area.name}, {args.scenario}"
         display = make_display(stream, title) if interval > 0 else None
         outcome = asyncio.run(_main(fleet, display, interval))
         signal.signal(signal.SIGTERM, _interrupt)  # closing the loop restored the default
@@ -273,6 +291,26 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return exit_code(outcome)
+
+
+def _queue_dir(given: Path | None, *, disk: bool) -> tuple[Path | None, Path | None]:
+    """Where the disk queues go, and the temporary directory to remove at exit (if any)."""
+    import tempfile
+
+    if not disk:
+        return None, None
+    if given is None:
+        temporary = Path(tempfile.mkdtemp(prefix="freecar-sim-"))
+        return temporary, temporary
+    try:
+        given.mkdir(parents=True, exist_ok=True)
+        # Each car creates a file there: find out now, not from a thousand failing cars.
+        with tempfile.TemporaryFile(dir=given):
+            pass
+    except OSError as exc:
+        problem = exc.strerror or exc
+        raise UsageError(f"--queue-dir {given}: cannot create files there ({problem})") from None
+    return given, None
 
 
 def _warn_about_limits(vehicles: int, *, disk: bool, keys: bool) -> None:
@@ -375,7 +413,25 @@ def _area(spec: str) -> Any:  # noqa: ANN401 - simulator.area.Area, imported laz
         raise UsageError(str(exc)) from None
 
 
-def _settings(args: argparse.Namespace) -> Any:  # noqa: ANN401 - FleetSettings, imported lazily
+def _fleet_plan(args: argparse.Namespace) -> Any:  # noqa: ANN401 - FleetPlan, imported lazily
+    """Which vehicles to drive: a fleet file's, or --vehicles of --id-format."""
+    from simulator.fleet_file import FleetFileError, FleetPlan, read_fleet_file
+
+    if args.fleet is None:
+        count = DEFAULT_VEHICLES if args.vehicles is None else args.vehicles
+        if count < 1:
+            raise UsageError("--vehicles must be at least 1")
+        ids = _vehicle_ids(args.id_format or DEFAULT_ID_FORMAT, count)
+        return FleetPlan(ids, [None] * len(ids))
+    if args.vehicles is not None or args.id_format is not None:
+        raise UsageError("--fleet names the vehicles: leave out --vehicles and --id-format")
+    try:
+        return read_fleet_file(args.fleet)
+    except FleetFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _settings(args: argparse.Namespace, ids: list[str]) -> Any:  # noqa: ANN401 - FleetSettings, imported lazily
     from protocol.broker_url import BrokerUrl, BrokerUrlError
     from protocol.errors import ProtocolError
     from protocol.keys import VerifyingKey
@@ -390,12 +446,11 @@ def _settings(args: argparse.Namespace) -> Any:  # noqa: ANN401 - FleetSettings,
         raise UsageError(str(exc)) from None
     url = args.mqtt_url or os.environ.get(MQTT_URL_ENV)
     if not url:
-        raise UsageError(f"no broker: pass --mqtt-url or set {MQTT_URL_ENV}")
+        raise UsageError(f"no broker: set {MQTT_URL_ENV} (or pass --mqtt-url)")
     try:
         broker = BrokerUrl.parse(url)
     except BrokerUrlError as exc:
         raise UsageError(str(exc)) from None
-    ids = _vehicle_ids(args.id_format, args.vehicles)
     keys = [*args.trusted_key, *_split(os.environ.get(TRUSTED_KEYS_ENV, ""))]
     try:
         check_root(args.topic_root)
@@ -422,8 +477,6 @@ def _settings(args: argparse.Namespace) -> Any:  # noqa: ANN401 - FleetSettings,
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    if args.vehicles < 1:
-        raise UsageError("--vehicles must be at least 1")
     for name in ("duration", "rate", "parked_rate", "connect_rate", "connect_timeout"):
         value = getattr(args, name)
         if value is not None and value <= 0:

@@ -31,7 +31,7 @@ from simulator.scenarios import (
 from vehicle_agent.backends.sim import SimCar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from simulator.geo import LonLat
     from simulator.roads import RoadNetwork, Step
@@ -85,6 +85,27 @@ DESTINATION_TRIES: Final = 8
 MAX_EVENTS: Final = 100_000
 
 
+class Drivetrain(StrEnum):
+    """What a car runs on, named as the fleet's `fuel_type`; it decides what its gauges say.
+
+    Petrol and diesel cars report `fuel_pct`, electric ones `battery_pct`, hybrids both.
+    """
+
+    PETROL = "petrol"
+    DIESEL = "diesel"
+    ELECTRIC = "electric"
+    HYBRID = "hybrid"
+
+
+def _drawn_drivetrain(draw: float) -> Drivetrain:
+    """The fleet mix's drivetrain for a uniform draw in [0, 1)."""
+    if draw < ELECTRIC_SHARE:
+        return Drivetrain.ELECTRIC
+    if draw < ELECTRIC_SHARE + HYBRID_SHARE:
+        return Drivetrain.HYBRID
+    return Drivetrain.PETROL
+
+
 class Phase(StrEnum):
     """Where a vehicle is in its life cycle."""
 
@@ -109,8 +130,15 @@ class WorldEvent:
 class VehicleSim:
     """One vehicle's behaviour; its sensors are `car`."""
 
-    def __init__(
-        self, world: World, index: int, role: Role, rng: random.Random, start: int
+    def __init__(  # noqa: PLR0913 - the vehicle's place in its world
+        self,
+        world: World,
+        index: int,
+        role: Role,
+        rng: random.Random,
+        start: int,
+        *,
+        drivetrain: Drivetrain | None = None,
     ) -> None:
         self.world = world
         self.index = index
@@ -121,9 +149,11 @@ class VehicleSim:
         self.heading = rng.uniform(0.0, 360.0)
         self.speed_kmh = 0.0
         self.speed_factor = rng.uniform(*SPEED_FACTOR_RANGE)
-        draw = rng.random()
-        self.electric = draw < ELECTRIC_SHARE
-        self.hybrid = ELECTRIC_SHARE <= draw < ELECTRIC_SHARE + HYBRID_SHARE
+        # Drawn even when the drivetrain is given, so a seed gives the same routes either way.
+        drawn = _drawn_drivetrain(rng.random())
+        self.drivetrain = drivetrain or drawn
+        self.electric = self.drivetrain is Drivetrain.ELECTRIC
+        self.hybrid = self.drivetrain is Drivetrain.HYBRID
         self.energy = LOW_FUEL_START_PCT if role.low_fuel else rng.uniform(35.0, 95.0)
         self._reported_energy = self.energy
         self.phase = Phase.PARKED
@@ -365,9 +395,13 @@ class World:
         scenario: str = "normal",
         tick_s: float = 1.0,
         on_network: Callable[[int, bool], None] | None = None,
+        drivetrains: Sequence[Drivetrain | None] | None = None,
     ) -> None:
+        """`drivetrains` gives vehicles theirs (None: the fleet mix draws one)."""
         if tick_s <= 0:
             raise ValueError("tick_s must be positive")
+        if drivetrains is not None and len(drivetrains) != count:
+            raise ValueError("one drivetrain (or None) per vehicle")
         self.network = network
         self.seed = seed
         self.scenario = scenario
@@ -385,7 +419,9 @@ class World:
         for index in range(count):
             rng = random.Random(f"{seed}/vehicle/{index}")  # noqa: S311 - simulation
             start = rng.choice(network.inside_nodes)
-            self.vehicles.append(VehicleSim(self, index, roles[index], rng, start))
+            given = None if drivetrains is None else drivetrains[index]
+            vehicle = VehicleSim(self, index, roles[index], rng, start, drivetrain=given)
+            self.vehicles.append(vehicle)
 
     @property
     def cars(self) -> list[SimCar]:

@@ -261,6 +261,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:  # TOML is UTF-8; tomllib does not wrap this one
+        raise ConfigError(f"config file {path} is not UTF-8 text (expected TOML)") from None
 
 
 def describe_errors(exc: ValidationError, path: Path | None) -> str:

@@ -9,8 +9,12 @@ Configuration comes from FREECAR_* variables: FREECAR_DATABASE_URL, FREECAR_REDI
 the notifications' FREECAR_NOTIFY_* (SMTP relay, ops addresses, webhook URL and secret...;
 see worker/settings.py and docs/events.md).
 
-SIGINT or SIGTERM finishes the tasks in hand and stops (tasks are acknowledged only once
-done, so a killed worker's tasks are delivered again).
+SIGTERM (or SIGINT) stops it warmly: no new task is taken, the tasks in hand get
+FREECAR_WORKER_SHUTDOWN_GRACE_S (6 s) to finish, and those still running then go back to
+the queue for the next worker (tasks are acknowledged only once done, and each is
+idempotent, so a task cut short runs again and sends nothing twice). The pool's own
+processes ignore SIGTERM, so a signal to the whole process group (a terminal's Ctrl-C,
+`kill -- -PGID`) kills no task midway.
 
 Exit codes: 0 stopped cleanly; 2 bad configuration; others are Celery's.
 """
@@ -20,8 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -54,11 +56,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Celery's documented switch (read by billiard when it is first imported): SIGTERM starts
+# the cold shutdown, which waits `worker_soft_shutdown_timeout` for the tasks in hand and
+# then requeues the rest, instead of the warm one, which waits for them however long they
+# take. It also makes the pool's children ignore SIGTERM.
+REMAP_SIGTERM = ("REMAP_SIGTERM", "SIGQUIT")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `freecar worker` until SIGINT or SIGTERM."""
     if args.concurrency < 1:
         print("freecar worker: --concurrency must be at least 1", file=sys.stderr)
         return EXIT_CONFIG
+    if "billiard" not in sys.modules:
+        os.environ.setdefault(*REMAP_SIGTERM)
     from pydantic import ValidationError
 
     from worker.app import create_celery
@@ -82,13 +93,10 @@ def run(args: argparse.Namespace) -> int:
         # Unique per process, so several workers on one host do not clash.
         f"--hostname=freecar-{os.getpid()}@%h",
     ]
-    with tempfile.TemporaryDirectory(prefix="freecar-beat-") as state:
-        if not args.no_beat:
-            # Beat keeps its last run times in a file: a private one, gone with the process
-            # (a restart merely runs the minute's sweep a little early).
-            argv += ["--beat", f"--schedule={Path(state) / 'schedule'}"]
-        try:
-            app.worker_main(argv)
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else 0
+    if not args.no_beat:
+        argv.append("--beat")
+    try:
+        app.worker_main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
     return 0

@@ -19,8 +19,8 @@ CommaList = Annotated[list[str], NoDecode]
 class WorkerSettings(Settings):
     """Everything `freecar worker` reads from the environment (prefix `FREECAR_`)."""
 
-    notify_smtp_host: str = "localhost"
-    """FREECAR_NOTIFY_SMTP_HOST: the mail relay that sends ops emails."""
+    notify_smtp_host: str | None = None
+    """FREECAR_NOTIFY_SMTP_HOST: the mail relay that sends ops emails (none: no emails)."""
     notify_smtp_port: int = Field(default=25, ge=1, le=65_535)
     notify_smtp_starttls: bool = False
     """FREECAR_NOTIFY_SMTP_STARTTLS: upgrade the connection with STARTTLS (do, off localhost)."""
@@ -49,6 +49,11 @@ class WorkerSettings(Settings):
     # old is history, not news.
     notify_pending_after_s: float = Field(default=60.0, ge=0)
     notify_pending_max_age_s: float = Field(default=86_400.0, gt=0)
+    # On SIGTERM, tasks in hand may run this long before they are put back in the queue
+    # for the next worker. 6 s finishes a notification on a working relay and fits the
+    # 10 s a supervisor (the demo's, Docker's default) waits before SIGKILL.
+    worker_shutdown_grace_s: float = Field(default=6.0, ge=0, le=600)
+    """FREECAR_WORKER_SHUTDOWN_GRACE_S: how long a stopping worker lets tasks finish."""
 
     @field_validator(
         "notify_ops_emails", "notify_ops_phones", "notify_ops_push_targets", mode="before"
@@ -58,6 +63,16 @@ class WorkerSettings(Settings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _emails_need_a_relay(self) -> Self:
+        # No default relay: mail goes only through a server the operator named.
+        if self.notify_ops_emails and not self.notify_smtp_host:
+            raise ValueError(
+                "FREECAR_NOTIFY_OPS_EMAILS needs FREECAR_NOTIFY_SMTP_HOST: the mail relay "
+                "that sends them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _webhook_needs_a_secret(self) -> Self:

@@ -1,10 +1,17 @@
 """Create a staff account from the command line: the first admin, or one when none can sign in.
 
-Reads the password from stdin with --password-stdin (for scripts), else asks twice without
-echo. The database comes from FREECAR_DATABASE_URL and must be migrated (`freecar migrate`).
+The password comes, in this order, from the first line of stdin with --password-stdin
+(scripts: `echo "$PW" | freecar create-admin EMAIL --password-stdin`), from
+FREECAR_ADMIN_PASSWORD (as containers pass secrets), or from the terminal, asked twice
+without echo. With none of them (no terminal: cron, CI, a container) it says so and exits
+2. Never put the password on the command line: any user of the machine can read those.
 
-Exit codes: 0 created; 1 refused (email taken, schema missing, database unreachable);
-2 usage error (bad email, password too short or too long, passwords differ).
+The database comes from FREECAR_DATABASE_URL (or --database-url) and must be migrated
+(`freecar migrate`).
+
+Exit codes: 0 created; 1 refused (email taken, schema missing, database unreachable or its
+URL malformed); 2 usage error (bad email, password too short or too long, passwords differ,
+no way to read a password).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ if TYPE_CHECKING:
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+# The name of the variable, not a password.
+PASSWORD_ENV = "FREECAR_ADMIN_PASSWORD"  # noqa: S105
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,20 +45,53 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read the password from the first line of stdin instead of prompting",
     )
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: FREECAR_DATABASE_URL)")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL (default: FREECAR_DATABASE_URL, which keeps a password off the "
+        "command line, where every user can read it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the new account as JSON")
 
 
 def _read_password(from_stdin: bool) -> str | None:  # noqa: FBT001 - mirrors the flag
+    """The password from stdin, the environment or the terminal; None (said why) if none."""
+    import os
+
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    if not _has_terminal():
+        print(
+            "freecar create-admin: no terminal to ask the password on; pipe it in with "
+            f"--password-stdin or set {PASSWORD_ENV}",
+            file=sys.stderr,
+        )
+        return None
     import getpass
 
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
+    try:
+        first = getpass.getpass("password: ")
+        again = getpass.getpass("again: ")
+    except EOFError:  # Ctrl-D at the prompt
+        print("\nfreecar create-admin: no password given", file=sys.stderr)
+        return None
+    if again != first:
         print("freecar create-admin: the passwords differ", file=sys.stderr)
         return None
     return first
+
+
+def _has_terminal() -> bool:
+    """Whether getpass can ask without echo: the controlling terminal, or stdin if a tty."""
+    import os
+
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return sys.stdin is not None and sys.stdin.isatty()
+    os.close(fd)
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter, ValidationError
 
     from api.users.schemas import StaffCreate
+    from core.settings import Settings
 
+    # Before asking for a password: a missing FREECAR_DATABASE_URL fails here, with its name.
+    url: str = args.database_url or Settings().database_url.get_secret_value()
     password = _read_password(args.password_stdin)
     if password is None:
         return EXIT_USAGE
@@ -78,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"freecar create-admin: {problems}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        created = asyncio.run(_create(staff, args.database_url))
+        created = asyncio.run(_create(staff, url))
     except _RefusedError as exc:
         print(f"freecar create-admin: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -93,7 +138,7 @@ class _RefusedError(Exception):
     """The account could not be created; the message says why."""
 
 
-async def _create(staff: object, database_url: str | None) -> tuple[str, str, str]:
+async def _create(staff: object, url: str) -> tuple[str, str, str]:
     import psycopg
     from psycopg import errors
 
@@ -101,12 +146,16 @@ async def _create(staff: object, database_url: str | None) -> tuple[str, str, st
     from api.identity import Role
     from api.users import service
     from api.users.schemas import StaffCreate
-    from core.settings import Settings
 
     assert isinstance(staff, StaffCreate)
-    url = database_url or Settings().database_url.get_secret_value()
     try:
-        async with await psycopg.AsyncConnection.connect(url) as conn:
+        conn = await psycopg.AsyncConnection.connect(url)
+    except psycopg.OperationalError as exc:
+        raise _RefusedError(f"cannot reach the database: {exc}") from exc
+    except psycopg.ProgrammingError as exc:  # libpq could not parse it
+        raise _RefusedError(f"bad database URL: {exc}") from exc
+    try:
+        async with conn:
             user = await service.create_staff(
                 conn,
                 email=str(staff.email),

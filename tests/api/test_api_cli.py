@@ -226,9 +226,67 @@ def test_an_unreachable_database_exits_3() -> None:
         "api",
         env=clean_env(
             FREECAR_DATABASE_URL="postgresql://nobody@127.0.0.1:9/nothing",
+            # Named, so the API starts and finds the database down (an unset URL is refused
+            # before anything starts).
+            FREECAR_REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0",
             FREECAR_API_DB_POOL_TIMEOUT_S="0.5",
             FREECAR_API_PORT=str(_free_port()),
         ),
     )
     assert result.returncode == 3, result.stderr
     assert "Application startup failed" in result.stderr
+
+
+def _create_admin_detached(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`freecar create-admin` as cron, CI or a container runs it: no terminal at all."""
+    return subprocess.run(
+        [sys.executable, "-m", "freecar", "create-admin", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        start_new_session=True,  # no controlling terminal: /dev/tty cannot be opened
+    )
+
+
+def test_create_admin_without_a_terminal_says_how_to_give_the_password(
+    migrated_database_url: str,
+) -> None:
+    env = clean_env(FREECAR_DATABASE_URL=migrated_database_url)
+    result = _create_admin_detached("nobody-asked@example.com", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "--password-stdin" in result.stderr
+    assert "FREECAR_ADMIN_PASSWORD" in result.stderr
+
+
+def test_create_admin_takes_the_password_from_the_environment(
+    migrated_database_url: str,
+) -> None:
+    email = f"env-{secrets.token_hex(4)}@example.com"
+    env = clean_env(
+        FREECAR_DATABASE_URL=migrated_database_url,
+        FREECAR_ADMIN_PASSWORD="a passphrase from the environment",
+    )
+    result = _create_admin_detached(email, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f'"email": "{email}"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://nobody@127.0.0.1:9/nothing", "cannot reach the database"),
+        ("this is not a url", "bad database URL"),
+    ],
+)
+def test_create_admin_with_a_bad_database_says_so_without_a_traceback(url: str, says: str) -> None:
+    result = freecar(
+        "create-admin", "ops@example.com", "--password-stdin", "--database-url", url,
+        env=clean_env(), stdin="a long enough passphrase\n",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr

@@ -151,3 +151,71 @@ def test_help_teaches_the_modes() -> None:
     )
     for word in ("auto", "system", "embedded", "--env", "--json", "FREECAR_DEVSTACK"):
         assert word in done.stdout
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _command_line(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def test_env_file_is_private_complete_and_gone_at_exit(tmp_path: Path) -> None:
+    env_file = tmp_path / ".freecar" / "devstack.env"
+    with freecar_devstack("--json", "--env-file", str(env_file)) as (process, lines):
+        info = json.loads(lines.next())
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        assert env_file.parent.stat().st_mode & 0o777 == 0o700
+        exported = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in env_file.read_text().splitlines()
+            if line.startswith("export ")
+        )
+        assert {k: shlex.split(v)[0] for k, v in exported.items()} == info["env"]
+        # The broker's passwords are in the file and nowhere on a command line (`ps`).
+        passwords = {
+            BrokerUrl.parse(info["env"][name]).password
+            for name in ("FREECAR_MQTT_URL", "FREECAR_MQTT_ADMIN_URL")
+        }
+        children = _descendants(process.pid)
+        assert len(children) >= 3  # PostgreSQL, Redis, the broker (and the watchdog)
+        for pid in children:
+            for password in passwords:
+                assert password
+                assert password not in _command_line(pid), _command_line(pid)
+        assert _stop(process, signal.SIGTERM) == 0
+    assert not env_file.exists()
+
+
+def test_an_env_file_that_cannot_be_written_fails_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "freecar", "devstack", "--env-file", str(blocker / "x.env")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=START_WAIT,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "--env-file" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -6,11 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 
-from freecar.demo_seed import demo_vehicles, load_geofences, seed_demo
+from freecar.demo_seed import MODELS, demo_vehicles, load_geofences, seed_demo
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_seed_is_idempotent_and_realistic(migrated_database_url: str) -> None:
@@ -38,10 +42,11 @@ def test_demo_cars_start_inside_the_service_area() -> None:
         assert car["plate"].startswith("沪A·")
 
 
-def _run_demo(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+def _run_demo(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "freecar", "demo", *args],
         env=env,
+        cwd=cwd,  # where it writes .freecar/demo.env
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -50,10 +55,10 @@ def _run_demo(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["auto", "embedded"])
-def test_demo_comes_up_prints_urls_and_stops_cleanly(mode: str) -> None:
+def test_demo_comes_up_prints_urls_and_stops_cleanly(mode: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FREECAR_")}
     env["FREECAR_DEVSTACK"] = mode
-    demo = _run_demo(["--vehicles", "50", "--duration", "60"], env)
+    demo = _run_demo(["--vehicles", "50", "--duration", "60"], env, tmp_path)
     assert demo.stdout is not None
     seen: list[str] = []
     for line in demo.stdout:
@@ -70,3 +75,22 @@ def test_demo_comes_up_prints_urls_and_stops_cleanly(mode: str) -> None:
     assert "postgresql://" in output
     assert "mqtt://" in output
     assert "nothing left running" in output
+
+
+def test_every_demo_car_is_a_vehicle_the_api_accepts() -> None:
+    """The seed bypasses the API; its categories, fuel types and features must be the API's.
+
+    Before, demo cars carried `autopilot` and `leather`, which the API then refused when an
+    operator edited such a car.
+    """
+    from api.fleet.schemas import VehicleCreate  # noqa: PLC0415 - the API's own vocabulary
+    from api.vehicles.schemas import Category as SearchCategory  # noqa: PLC0415 - idem
+
+    cars = demo_vehicles(500)
+    for car in cars:
+        body = {k: v for k, v in car.items() if k not in {"home_lat", "home_lon"}}
+        body["home"] = {"lat": car["home_lat"], "lon": car["home_lon"]}
+        VehicleCreate.model_validate(body)
+        SearchCategory(car["category"])
+    # Every model of the demo appears in a fleet this size, so every feature was checked.
+    assert {(c["make"], c["model"]) for c in cars} == {(m.make, m.model) for m in MODELS}

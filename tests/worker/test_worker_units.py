@@ -82,6 +82,10 @@ def test_the_most_specific_rule_decides() -> None:
 
 def test_settings_read_lists_and_guard_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FREECAR_NOTIFY_OPS_EMAILS", "a@x.example, b@x.example,")
+    # No relay is assumed (there used to be localhost:25): emails need one named.
+    with pytest.raises(ValidationError, match="NOTIFY_SMTP_HOST"):
+        WorkerSettings()
+    monkeypatch.setenv("FREECAR_NOTIFY_SMTP_HOST", "relay.fleet.example")
     assert WorkerSettings().notify_ops_emails == ["a@x.example", "b@x.example"]
     with pytest.raises(ValidationError, match="NOTIFY_WEBHOOK_SECRET"):
         WorkerSettings(notify_webhook_url="https://ops.example/hook")

@@ -5,6 +5,7 @@ Every wait is bounded (poll until a condition holds or a timeout passes).
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import http.server
@@ -55,13 +56,37 @@ def free_port() -> int:
 
 
 class SmtpSink:
-    """An aiosmtpd server on a free loopback port that keeps every message it accepts."""
+    """An aiosmtpd server on a free loopback port that keeps every message it accepts.
+
+    Clearing `gate` holds every new recipient (before any message is sent) until it is set
+    again: a delivery caught in flight. `held` is set once one is waiting.
+    """
 
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
         self._lock = threading.Lock()
         self.port = free_port()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.held = threading.Event()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook and its signature
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        del server, session, rcpt_options
+        if not self.gate.is_set():
+            self.held.set()
+            # The server's own loop: wait without blocking it, bounded by the test's gate.
+            while not self.gate.is_set():  # noqa: ASYNC110 - a threading.Event, set by the test
+                await asyncio.sleep(0.02)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
         del server, session

@@ -7,6 +7,7 @@ address, a 4xx): the task retries the first kind with backoff and records the se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import smtplib
@@ -82,18 +83,31 @@ class EmailSender:
         mail["Message-ID"] = make_msgid(idstring=f"event-{event.id}")
         mail[EVENT_ID_HEADER] = str(event.id)
         mail.set_content(message.body)
+        if s.notify_smtp_host is None:  # settings refuse ops emails without a relay
+            raise PermanentDeliveryError("no SMTP relay configured (FREECAR_NOTIFY_SMTP_HOST)")
         try:
-            with smtplib.SMTP(
+            smtp = smtplib.SMTP(
                 s.notify_smtp_host, s.notify_smtp_port, timeout=s.notify_smtp_timeout_s
-            ) as smtp:
-                if s.notify_smtp_starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if s.notify_smtp_user:
-                    password = s.notify_smtp_password
-                    smtp.login(s.notify_smtp_user, password.get_secret_value() if password else "")
-                smtp.send_message(mail, to_addrs=[to])
+            )
         except (smtplib.SMTPException, OSError) as exc:
             raise _smtp_error(exc) from exc
+        try:
+            if s.notify_smtp_starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if s.notify_smtp_user:
+                password = s.notify_smtp_password
+                smtp.login(s.notify_smtp_user, password.get_secret_value() if password else "")
+            smtp.send_message(mail, to_addrs=[to])
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _smtp_error(exc) from exc
+        else:
+            # The relay has the message: a failed goodbye must not make the task send it again.
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                smtp.quit()
+        finally:
+            # Without a QUIT on failure or interruption (a stopping worker): a stalled relay
+            # would hold the process for its whole timeout before letting it go.
+            smtp.close()
 
 
 # --- webhook -----------------------------------------------------------------------------------
