@@ -13,7 +13,8 @@ anyone in through dev login.
 SIGINT or SIGTERM lets in-flight requests finish, closes the pool and Redis, and then ends
 the process by that same signal (uvicorn re-raises it, so process managers see why it
 stopped). Exit codes otherwise: 2 bad configuration (a development API on a network
-address included); 3 could not start (database or Redis unreachable: the log says which).
+address included); 3 could not start (the database unreachable: one line says where). Redis
+may be down at start: rate limits fail open and the live map waits for it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from api.settings import ApiSettings
 
 EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +80,46 @@ def _development_address_refusal(settings: ApiSettings) -> str | None:
     )
 
 
+def _database_unreachable(settings: ApiSettings) -> str | None:
+    """Why the database cannot be reached, in one line; None if it answers.
+
+    Checked before serving: a lifespan that fails inside uvicorn ends in a traceback, and
+    the person starting the API wants to know which address to fix, not where it failed.
+    """
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = settings.database_url.get_secret_value()
+    timeout = max(1, round(settings.api_db_pool_timeout_s))
+    try:
+        with psycopg.connect(url, connect_timeout=timeout):
+            return None
+    except psycopg.Error as exc:
+        parts = conninfo_to_dict(url)
+        host, port = parts.get("host", "localhost"), parts.get("port", 5432)
+        where = f"{host}:{port}/{parts.get('dbname', '')}"
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return f"cannot reach the database at {where} (FREECAR_DATABASE_URL): {reason}"
+
+
+def _startup_refusal(settings: ApiSettings) -> tuple[int, str] | None:
+    """Why not to start, with the exit code; None when the API may serve."""
+    # The address first: serving development on a network is refused whatever else holds.
+    refusal = _development_address_refusal(settings)
+    if refusal is not None:
+        return EXIT_CONFIG, refusal
+    try:
+        # Read now rather than when the app starts serving: an unset URL is named at once.
+        settings.database_url.get_secret_value()
+        settings.redis_url.get_secret_value()
+    except ValueError as exc:
+        return EXIT_CONFIG, f"bad configuration: {exc}"
+    unreachable = _database_unreachable(settings)
+    if unreachable is not None:
+        return EXIT_UNREACHABLE, unreachable
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `freecar api` until SIGINT or SIGTERM."""
     if args.generate_key:
@@ -102,16 +144,14 @@ def run(args: argparse.Namespace) -> int:
         overrides["api_allow_development_on_network"] = True
     try:
         settings = ApiSettings(**overrides)
-        # Read now rather than when the app starts serving: an unset URL is named at once.
-        settings.database_url.get_secret_value()
-        settings.redis_url.get_secret_value()
     except (ValidationError, ValueError) as exc:
         print(f"freecar api: bad configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    refusal = _development_address_refusal(settings)
+    refusal = _startup_refusal(settings)
     if refusal is not None:
-        print(f"freecar api: {refusal}", file=sys.stderr)
-        return EXIT_CONFIG
+        code, why = refusal
+        print(f"freecar api: {why}", file=sys.stderr)
+        return code
     common: dict[str, Any] = {
         "host": settings.api_host,
         "port": settings.api_port,

@@ -198,6 +198,7 @@ def test_development_on_a_network_address_when_told() -> None:
     unreachable = clean_env(
         FREECAR_ENV="development",
         FREECAR_DATABASE_URL="postgresql://nobody@127.0.0.1:9/nothing",
+        FREECAR_REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0",
         FREECAR_API_DB_POOL_TIMEOUT_S="0.5",
         FREECAR_API_PORT=str(_free_port()),
     )
@@ -234,7 +235,9 @@ def test_an_unreachable_database_exits_3() -> None:
         ),
     )
     assert result.returncode == 3, result.stderr
-    assert "Application startup failed" in result.stderr
+    assert "database" in result.stderr
+    assert "FREECAR_DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _create_admin_detached(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
