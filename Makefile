@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
+# Test processes, each with its own private services (devstack): most tests wait on brokers,
+# databases and subprocesses rather than compute, so more processes than cores pay off.
+TEST_WORKERS ?= 3
 
 .PHONY: demo test lint bench venv clean
 
@@ -18,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/freecar demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
