@@ -6,17 +6,10 @@ import io
 import sys
 import time
 
+from support.waiting import poll
+
 import freecar.supervisor as module
 from freecar.supervisor import Component, Supervisor
-
-
-def _wait(condition: object, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_relays_output_restarts_a_crashed_child_and_stops_the_rest() -> None:
@@ -30,12 +23,12 @@ def test_relays_output_restarts_a_crashed_child_and_stops_the_rest() -> None:
     supervisor = Supervisor([sleeper, crasher], out=out)
     supervisor.start()
     try:
-        assert _wait(lambda: "crasher | boom" in out.getvalue())
+        assert poll(lambda: "crasher | boom" in out.getvalue())
         deadline = time.monotonic() + 20
         while "restarting" not in out.getvalue() and time.monotonic() < deadline:
             supervisor.poll()
         assert "crasher exited with 3; restarting" in out.getvalue()
-        assert _wait(lambda: out.getvalue().count("crasher | boom") >= 2)
+        assert poll(lambda: out.getvalue().count("crasher | boom") >= 2)
         assert "sleeper |" in out.getvalue()
     finally:
         supervisor.stop()
@@ -57,7 +50,7 @@ def test_a_child_that_ignores_sigterm_is_killed() -> None:
     out = io.StringIO()
     supervisor = Supervisor([stubborn], out=out)
     supervisor.start()
-    assert _wait(lambda: "ready" in out.getvalue())
+    assert poll(lambda: "ready" in out.getvalue())
     grace, module.STOP_GRACE_S = module.STOP_GRACE_S, 0.5
     try:
         supervisor.stop()
@@ -96,9 +89,9 @@ def test_stop_signals_the_component_and_lets_it_stop_its_own_children() -> None:
         [Component("family", [sys.executable, "-c", PARENT_WITH_CHILD])], out=out
     )
     supervisor.start()
-    assert _wait(lambda: "child: up" in out.getvalue() and "parent: up" in out.getvalue())
+    assert poll(lambda: "child: up" in out.getvalue() and "parent: up" in out.getvalue())
     supervisor.stop()
-    assert _wait(lambda: "parent: stopped after its child" in out.getvalue())
+    assert poll(lambda: "parent: stopped after its child" in out.getvalue())
     assert "child: finished its work" in out.getvalue()
     assert "child: got SIGTERM" not in out.getvalue()
     assert supervisor._running[0].popen.returncode == 0
@@ -123,7 +116,7 @@ def test_a_component_may_ask_for_a_longer_grace() -> None:
     out = io.StringIO()
     supervisor = Supervisor([slow], out=out)
     supervisor.start()
-    assert _wait(lambda: "ready" in out.getvalue())
+    assert poll(lambda: "ready" in out.getvalue())
     grace, module.STOP_GRACE_S = module.STOP_GRACE_S, 0.5
     try:
         supervisor.stop()

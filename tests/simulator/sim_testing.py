@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -18,20 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol.broker_url import BrokerUrl
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 # Bounded waits: generous for a loaded machine, short enough to fail a broken run quickly.
 WAIT_S = 20.0
-
-
-def poll(condition: Callable[[], bool], timeout: float = WAIT_S, every: float = 0.05) -> bool:
-    """Whether `condition` became true within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every)
-    return condition()
 
 
 class Recorder:

@@ -7,7 +7,8 @@ import subprocess
 import time
 
 import pytest
-from sim_testing import WAIT_S, poll, recorder, running_sim, sim_command, sim_env
+from sim_testing import WAIT_S, recorder, running_sim, sim_command, sim_env
+from support.waiting import poll
 
 from devstack.stack import DevStack
 from freecar.cli import main

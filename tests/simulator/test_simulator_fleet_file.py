@@ -11,7 +11,8 @@ import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
-from sim_testing import WAIT_S, poll, recorder, sim_command, sim_env
+from sim_testing import WAIT_S, recorder, sim_command, sim_env
+from support.waiting import poll
 
 from simulator.area import load_area
 from simulator.fleet_file import FleetFileError, read_fleet_file

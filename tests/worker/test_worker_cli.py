@@ -8,13 +8,12 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+from support.vehicles import insert_vehicles
+from support.waiting import WAIT_S, wait_until
 from worker_testing import (
     OPS_EMAILS,
-    WAIT_S,
     insert_event,
     notified,
-    seed_vehicle,
-    wait_until,
     worker_settings,
 )
 
@@ -50,7 +49,7 @@ def test_the_worker_process_sends_notifications_and_stops_on_sigterm(
     migrated_database_url: str, redis_url: str, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     url = migrated_database_url
-    seed_vehicle(url, "cli-car")
+    insert_vehicles(url, ["cli-car"])
     event_id = insert_event(url, "cli-car", "low_battery", details={"battery_pct": 8.0})
     env = _env(
         FREECAR_ENV="test",

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
+from support.vehicles import insert_vehicles
 from worker_testing import (
     OPS_EMAILS,
     deliveries,
     insert_event,
     notified,
-    seed_vehicle,
     worker_settings,
 )
 
@@ -43,7 +43,7 @@ def run(app: Celery, event_id: int) -> Any:
 def car(migrated_database_url: str, request: pytest.FixtureRequest) -> str:
     vehicle = f"w-{request.node.name[-40:].replace('[', '-').replace(']', '')}"
     vehicle = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in vehicle)[:60]
-    seed_vehicle(migrated_database_url, vehicle)
+    insert_vehicles(migrated_database_url, [vehicle])
     return vehicle
 
 

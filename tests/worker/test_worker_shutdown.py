@@ -13,13 +13,12 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+from support.vehicles import insert_vehicles
+from support.waiting import WAIT_S, wait_until
 from worker_testing import (
     OPS_EMAILS,
-    WAIT_S,
     insert_event,
     notified,
-    seed_vehicle,
-    wait_until,
     worker_settings,
 )
 
@@ -104,7 +103,7 @@ def test_a_notification_in_flight_at_shutdown_is_delivered_once_after_restart(
     migrated_database_url: str, redis_url: str, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     url = migrated_database_url
-    seed_vehicle(url, "stop-car")
+    insert_vehicles(url, ["stop-car"])
     event_id = insert_event(url, "stop-car", "low_battery", details={"battery_pct": 7.0})
     env = _env(url, redis_url, smtp)
     smtp.gate.clear()  # the relay stalls: the first delivery hangs, nothing is sent yet
@@ -141,7 +140,7 @@ def test_a_task_that_finishes_within_the_grace_is_not_run_again(
     migrated_database_url: str, redis_url: str, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     url = migrated_database_url
-    seed_vehicle(url, "stop-car-2")
+    insert_vehicles(url, ["stop-car-2"])
     event_id = insert_event(url, "stop-car-2", "low_battery", details={"battery_pct": 7.0})
     env = _env(url, redis_url, smtp) | {"FREECAR_WORKER_SHUTDOWN_GRACE_S": "30"}
     smtp.gate.clear()
@@ -174,7 +173,7 @@ def test_sigterm_to_the_whole_process_group_kills_no_task(
     migrated_database_url: str, redis_url: str, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     url = migrated_database_url
-    seed_vehicle(url, "stop-car-3")
+    insert_vehicles(url, ["stop-car-3"])
     event_id = insert_event(url, "stop-car-3", "low_battery", details={"battery_pct": 7.0})
     env = _env(url, redis_url, smtp) | {"FREECAR_WORKER_SHUTDOWN_GRACE_S": "30"}
     smtp.gate.clear()

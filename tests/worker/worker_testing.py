@@ -11,7 +11,6 @@ import email.policy
 import http.server
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
@@ -28,24 +27,10 @@ from worker.notifications.signing import (
 from worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from aiosmtpd.smtp import SMTP, Envelope, Session
 
-WAIT_S = 30.0
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 OPS_EMAILS = ["ops1@fleet.example", "ops2@fleet.example"]
-
-
-def wait_until(
-    predicate: Callable[[], object], *, what: str, timeout: float = WAIT_S, interval: float = 0.02
-) -> None:
-    """Poll `predicate` until it is true; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -194,17 +179,6 @@ def worker_settings(
         values["notify_webhook_secret"] = WEBHOOK_SECRET
     values.update(overrides)
     return WorkerSettings(**values)
-
-
-def seed_vehicle(url: str, vehicle_id: str) -> None:
-    with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO vehicles (id, plate, make, model, category, fuel_type,"
-            " price_hour_minor, price_day_minor, currency)"
-            " VALUES (%s, %s, 'Test', 'Car', 'standard', 'petrol', 1000, 9000, 'EUR')"
-            " ON CONFLICT (id) DO NOTHING",
-            (vehicle_id, f"P-{vehicle_id}"),
-        )
 
 
 def insert_event(
