@@ -92,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
         f"--concurrency={args.concurrency}",
         # Unique per process, so several workers on one host do not clash.
         f"--hostname=freecar-{os.getpid()}@%h",
+        # Worker-to-worker chatter nothing of ours reads (monitoring events, the start-up
+        # census, clock sync). It also costs a stop: with Redis gone, the farewell heartbeat
+        # was retried forever, and a worker told to stop as its Redis went away never did.
+        "--without-heartbeat",
+        "--without-gossip",
+        "--without-mingle",
     ]
     if not args.no_beat:
         argv.append("--beat")

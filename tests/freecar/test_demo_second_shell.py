@@ -24,9 +24,10 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from support.waiting import poll, wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 # Bounded waits, generous for a loaded two-core machine.
@@ -88,14 +89,6 @@ class Demo:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=WAIT_S)
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def user_shell(command: str) -> list[str]:
@@ -199,15 +192,20 @@ def cars_reported(url: str, prefix: str) -> int:
 def demo(tmp_path: Path) -> Iterator[Demo]:
     running = Demo(tmp_path)
     try:
-        wait_for(
+        wait_until(
             lambda: "Press Ctrl-C" in running.output() or running.process.poll() is not None,
-            "the demo's banner",
-            START_S,
+            what="the demo's banner",
+            timeout=START_S,
         )
         assert running.process.poll() is None, running.output()
         yield running
     finally:
+        processes = descendants(running.process.pid)
         running.kill()
+    # However a test ended, the demo's processes go with it (see the test below).
+    assert poll(lambda: not any(alive(pid) for pid in processes), timeout=WAIT_S), {
+        pid: proc_text(pid, "cmdline") for pid in processes if alive(pid)
+    }
 
 
 @pytest.mark.integration
@@ -258,7 +256,11 @@ def test_the_readme_second_shell_examples_work_against_a_running_demo(
         text=True,
     )
     try:
-        wait_for(lambda: cars_reported(database_url, "sim-") >= 200, "200 more cars reporting")
+        wait_until(
+            lambda: cars_reported(database_url, "sim-") >= 200,
+            what="200 more cars reporting",
+            timeout=WAIT_S,
+        )
         sim.send_signal(signal.SIGINT)  # the README's "until Ctrl-C"
         sim_output, _ = sim.communicate(timeout=COMMAND_S)
     finally:
@@ -284,7 +286,7 @@ def test_demo_cars_report_what_they_run_on_and_no_secret_is_on_a_command_line(
             ).fetchall()
         return [(str(a), str(b), c, d) for a, b, c, d in rows]
 
-    wait_for(lambda: len(states()) == 60, "every demo car's first fix")
+    wait_until(lambda: len(states()) == 60, what="every demo car's first fix", timeout=WAIT_S)
     kinds = set()
     for vid, fuel_type, fuel, battery in states():
         kinds.add(fuel_type)
@@ -316,3 +318,27 @@ def test_demo_cars_report_what_they_run_on_and_no_secret_is_on_a_command_line(
     assert "WorkerLostError" not in output
     assert "Traceback" not in output
     assert not (tmp_path / ".freecar" / "demo.env").exists()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.integration
+def test_a_killed_demo_leaves_no_process_behind(demo: Demo) -> None:
+    """A terminal closed or `kill -9` on the demo: its components and services go with it.
+
+    Before, the worker stayed: told to stop as its Redis went away, it tried forever to
+    send Redis its farewell heartbeat.
+    """
+    processes = descendants(demo.process.pid)
+    assert len(processes) >= 8, processes
+    demo.kill()
+    assert poll(lambda: not any(alive(pid) for pid in processes), timeout=WAIT_S), {
+        pid: proc_text(pid, "cmdline") for pid in processes if alive(pid)
+    }

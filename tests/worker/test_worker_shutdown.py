@@ -11,10 +11,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from support.vehicles import insert_vehicles
-from support.waiting import WAIT_S, wait_until
+from support.waiting import WAIT_S, poll, wait_until
 from worker_testing import (
     OPS_EMAILS,
     insert_event,
@@ -22,27 +24,32 @@ from worker_testing import (
     worker_settings,
 )
 
+from devstack.stack import start_stack
 from freecar.supervisor import STOP_GRACE_S
 from jobs.names import NOTIFY_EVENT_TASK
 from jobs.producer import create_producer
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from worker_testing import SmtpSink
 
 # Short, so the test does not wait long for a task that will not finish in time.
 GRACE_S = "1"
+# One pool process and no scheduler: all a test of one task needs.
+NO_BEAT = ("--concurrency", "1", "--no-beat")
+# As the demo runs it: the default pool and the embedded scheduler.
+AS_THE_DEMO = ()
 
 
 class Worker:
     """`freecar worker` as a child process, its output kept in a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *, options: tuple[str, ...] = NO_BEAT
+    ) -> None:
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "freecar", "worker", "--concurrency", "1", "--no-beat"],
+                [sys.executable, "-m", "freecar", "worker", *options],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -190,3 +197,46 @@ def test_sigterm_to_the_whole_process_group_kills_no_task(
         worker.kill()
     assert "WorkerLostError" not in worker.log()
     assert _emails_of(smtp, event_id) == dict.fromkeys(OPS_EMAILS, 1)
+
+
+def _session_members(session_id: int) -> list[int]:
+    """The processes still alive in a session (the worker and its pool, started as its leader)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        # After the command's ")": state, ppid, pgrp, session...
+        if int(fields[3]) == session_id and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.parametrize("options", [NO_BEAT, AS_THE_DEMO], ids=["no_beat", "as_the_demo"])
+@pytest.mark.parametrize("reconnecting", [False, True], ids=["at_once", "reconnecting"])
+def test_a_worker_whose_redis_is_gone_still_stops_and_leaves_no_process(
+    migrated_database_url: str,
+    smtp: SmtpSink,
+    tmp_path: Path,
+    options: tuple[str, ...],
+    *,
+    reconnecting: bool,
+) -> None:
+    # Its own stack, so its Redis can be taken away: as when the demo stops its services
+    # under a worker that is slow to stop, or Redis dies in production.
+    with start_stack() as stack:
+        env = _env(migrated_database_url, stack.redis.url(), smtp)
+        worker = Worker(env, tmp_path / "w.log", options=options)
+        try:
+            wait_until(lambda: " ready." in worker.log(), what="the worker ready")
+            stack.redis.kill()
+            if reconnecting:
+                wait_until(lambda: "Trying again in" in worker.log(), what="a reconnection")
+            # At once: as when the demo is killed, its services and its worker stop together.
+            code = worker.stop()
+            left = poll(lambda: not _session_members(worker.process.pid), timeout=WAIT_S)
+        finally:
+            worker.kill()
+    assert code is not None, f"had to be killed:\n{worker.log()}"
+    assert left, f"its processes outlived it: {_session_members(worker.process.pid)}"
