@@ -294,6 +294,7 @@ class StoredWords:
         self, url: str, root: str, *, on_word: Callable[[str, Stored], None] | None = None
     ) -> None:
         broker = BrokerUrl.parse(url)
+        self._root = root
         self.words: list[tuple[str, Stored, bool]] = []
         self._on_word = on_word
         self._lock = threading.Lock()
@@ -311,7 +312,10 @@ class StoredWords:
         assert subscribed.wait(WAIT_S), "no SUBACK for the stored topics"
 
     def _on_message(self, _client: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        vehicle_id = message.topic.split("/")[-2]
+        parts = message.topic.split("/")
+        if message.topic.rsplit("/", 2)[0] != self._root or parts[-1] != "stored":
+            return  # amqtt now and then delivers a retained message of another topic
+        vehicle_id = parts[-2]
         word = decode_stored(bytes(message.payload))
         if self._on_word is not None:
             self._on_word(vehicle_id, word)

@@ -89,12 +89,14 @@ class TopicCounter:
         client.subscribe([(f"{self.root}/+/telemetry", 1), (f"{self.root}/+/stored", 1)])
 
     def _on_message(self, _client: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        if message.retain:
+        parts = message.topic.rsplit("/", 2)
+        # amqtt now and then delivers a retained message of another topic: not counted.
+        if message.retain or len(parts) != 3 or parts[0] != self.root:
             return
         with self._lock:
-            if message.topic.endswith("/stored"):
+            if parts[2] == "stored":
                 self.stored += 1
-            else:
+            elif parts[2] == "telemetry":
                 self.telemetry += 1
 
     def close(self) -> None:
