@@ -386,3 +386,50 @@ def test_the_last_resort_claims_the_dead_letters_it_keeps(  # noqa: PLR0917 - fi
     assert telemetry_count(url, root) == (0, 0)
     letters = query_rows(url, "SELECT reason FROM dead_letters WHERE topic LIKE %s", f"{root}/%")
     assert letters == [("hub_error",)]
+
+
+def test_two_hubs_sharing_the_fleet_agree_on_each_watermark(  # noqa: PLR0917 - fixtures
+    devstack: DevStack,
+    migrated_database_url: str,
+    redis_url: str,
+    mqtt_topic_root: str,
+    publisher: Callable[..., Publisher],
+    listen: Callable[..., StoredWords],
+) -> None:
+    """Each hub gets some of a car's fixes; they take turns on its watermark, none is lost."""
+    if not devstack.info.mqtt_shared_subscriptions:
+        pytest.skip("amqtt has no shared subscriptions: two hubs would each get everything")
+    url, root = migrated_database_url, mqtt_topic_root
+    cars = [f"{root}-c{n}" for n in range(20)]
+    seed_vehicles(url, cars)
+    words = listen()
+    seqs = 30
+
+    def settings(name: str) -> HubSettings:
+        return settings_for(
+            devstack,
+            url,
+            redis_url,
+            root,
+            name=name,
+            hub_storage_ack_every=1,
+            hub_batch_max_delay_ms=5,
+        )
+
+    start = now_ms() - 60_000
+    with running_hub(settings("hub-a")) as hub_a, running_hub(settings("hub-b")) as hub_b:
+        pub = publisher(devstack.info.mqtt_url)
+        for fix in fixes(range(seqs), start):
+            for car in cars:
+                pub.publish(Topic.telemetry(car, root=root).value, encode_telemetry(fix))
+        pub.flush()
+        wait_until(
+            lambda: all(
+                max((w.next_seq for w in words.of(car)), default=0) == seqs for car in cars
+            ),
+            what="every car's word for all its fixes",
+        )
+        assert hub_a.stats.watermarks_published > 0
+        assert hub_b.stats.watermarks_published > 0
+    assert all(watermark(url, car) == (QUEUE, seqs) for car in cars)
+    assert telemetry_count(url, root) == (seqs * len(cars), seqs * len(cars))
