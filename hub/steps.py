@@ -402,7 +402,13 @@ def claim_dead_lettered(conn: psycopg.Connection[Any], work: Work) -> None:
     """
     if work.watermarks is None or work.batch is None or not work.batch.handled.by_vehicle:
         return
-    event_state.lock_vehicles(conn, work.batch.handled.by_vehicle)
+    vehicles = work.batch.handled.by_vehicle
+    locked = _attempt(conn, partial(event_state.lock_vehicles, conn, vehicles))
+    if isinstance(locked, _Failure):
+        # The dead letters are what matters here; their units send the fixes again.
+        work.watermark_errors += len(vehicles)
+        log.error("no turn lock for the last resort's watermarks (%r)", locked.error)
+        return
     if isinstance(_attempt(conn, partial(_advance_watermarks, conn, work)), _Failure):
         _advance_watermarks_isolated(conn, work)
 
