@@ -142,8 +142,9 @@ class Writer:
                 self._fanout.publish_due()
                 if not self._batcher.closed and time.monotonic() >= self._next_sweep:
                     self._sweep()
-                if self._stored is not None and self._stored.sweep_due():
-                    self._sweep_watermarks(self._stored)
+                stored = self._stored
+                if stored is not None and not self._batcher.closed and stored.sweep_due():
+                    self._sweep_watermarks(stored)
             except Exception:
                 # Periodic, best-effort work must never stop the commits.
                 log.exception("periodic writer work failed")
