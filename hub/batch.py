@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NamedTuple
 
+from hub.watermarks import HandledFixes
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from datetime import datetime
@@ -156,6 +158,8 @@ class Batch:
     status_messages: list[StatusMessage] = field(default_factory=list)
     held: list[Held] = field(default_factory=list)
     """Messages of vehicles not in the hub's inventory: the writer settles them first."""
+    handled: HandledFixes = field(default_factory=HandledFixes)
+    """The fixes of every telemetry message the batch settles, kept or not (contract 1.1)."""
     # (connection generation, packet id) of each QoS 1 message, acknowledged after commit.
     deliveries: list[tuple[int, int]] = field(default_factory=list)
     messages: int = 0

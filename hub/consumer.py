@@ -6,9 +6,10 @@ loss reconnect after a capped, jittered backoff. Every paho call happens on that
 so acknowledgements from the writer are queued and sent by it too: no paho state is shared
 between threads, and a wake-up socket gets queued acks out at once.
 
-The hub's only publishes, signed commands, go the same way: `publish()` queues them for the
-MQTT thread and returns a `PublishTicket` that resolves when the broker acknowledges (PUBACK)
-or the attempt fails.
+The hub's publishes (signed commands, and the retained storage acknowledgements of
+contract 1.1) go the same way: `publish()` queues them for the MQTT thread and returns a
+`PublishTicket` that resolves when the broker acknowledges (PUBACK) or the attempt fails;
+a caller that does not wait for it may pass a callback instead.
 
 Messages are acknowledged only after the batch holding them has committed (`manual_ack`).
 The session is persistent (MQTT 5: clean start off and a session expiry; 3.1.1: clean
@@ -73,10 +74,11 @@ Delivery = tuple[int, int]
 class PublishTicket:
     """The outcome of one queued publish: the broker took it, or the attempt failed."""
 
-    __slots__ = ("_done", "accepted", "error")
+    __slots__ = ("_done", "_on_resolved", "accepted", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, on_resolved: Callable[[PublishTicket], None] | None = None) -> None:
         self._done = threading.Event()
+        self._on_resolved = on_resolved
         self.accepted = False
         self.error: str | None = None
 
@@ -87,6 +89,12 @@ class PublishTicket:
         self.accepted = accepted
         self.error = error
         self._done.set()
+        if self._on_resolved is not None:
+            try:
+                self._on_resolved(self)
+            except Exception:
+                # The caller's bookkeeping must not break the MQTT loop.
+                log.exception("a publish callback failed")
 
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds; True only if the broker acknowledged the message."""
@@ -97,6 +105,7 @@ class _Outgoing(NamedTuple):
     topic: str
     payload: bytes
     expiry_s: int | None
+    retain: bool
     ticket: PublishTicket
 
 
@@ -176,17 +185,28 @@ class MqttConsumer:
             self._acks.append(deliveries)
             self._wake()
 
-    def publish(self, topic: str, payload: bytes, *, expiry_s: int | None = None) -> PublishTicket:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        expiry_s: int | None = None,
+        retain: bool = False,
+        on_resolved: Callable[[PublishTicket], None] | None = None,
+    ) -> PublishTicket:
         """Queue a QoS 1 publish for the MQTT thread; the ticket says when the broker has it.
 
         `expiry_s` becomes the MQTT 5 Message Expiry Interval (a broker drops the message
         if it cannot deliver it in time); MQTT 3.1.1 has no such thing and ignores it.
+        `retain` asks the broker to keep the message as the topic's latest. `on_resolved`
+        is called with the ticket once it resolves (on the MQTT thread, or at once here if
+        the session is closing): for publishes nobody waits for.
         """
-        ticket = PublishTicket()
+        ticket = PublishTicket(on_resolved)
         if self._close_requested.is_set():
             ticket.resolve(accepted=False, error="the MQTT session is closing")
             return ticket
-        self._outgoing.append(_Outgoing(topic, payload, expiry_s, ticket))
+        self._outgoing.append(_Outgoing(topic, payload, expiry_s, retain, ticket))
         self._wake()
         return ticket
 
@@ -350,12 +370,12 @@ class MqttConsumer:
             return
         v5 = self.protocol is MqttProtocol.V5
         while self._outgoing:
-            topic, payload, expiry_s, ticket = self._outgoing.popleft()
+            topic, payload, expiry_s, retain, ticket = self._outgoing.popleft()
             properties = None
             if v5 and expiry_s is not None:
                 properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call] # paho's Properties is unannotated
                 properties.MessageExpiryInterval = expiry_s
-            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 ticket.resolve(accepted=False, error=mqtt.error_string(info.rc))
                 continue

@@ -10,6 +10,13 @@ batch as it came, neither decoded nor filtered; before the batch's transaction t
 asks the database and calls `admit`: a vehicle added a moment ago is then taken in, and the
 messages of unknown or retired vehicles become dead letters (`unknown_vehicle`).
 
+For contract 1.1's storage acknowledgement (`hub.storage_acks`), intake notes in the batch
+every fix of every telemetry message it settles, right after decoding and before the
+filters: a fix the filters drop is handled as much as one the batch stores. A message that
+cannot be decoded is dead-lettered, and so handled too: what can still be read of its fixes
+is noted (`salvage_fix_refs`). Messages of vehicles refused as unknown are not: the hub
+keeps no watermark for vehicles outside its inventory.
+
 Intake is used under the batcher's lock only (by the MQTT thread, and by the writer for
 `admit`), so its filters and counters see one caller at a time.
 """
@@ -25,6 +32,7 @@ from hub.batch import CommandAck, DeadLetter, Held, StatusMessage, TelemetryMess
 from protocol.acks import decode_ack
 from protocol.errors import ProtocolError, TopicError
 from protocol.status import decode_status
+from protocol.stored import FixRef, salvage_fix_refs
 from protocol.telemetry import decode_telemetry
 from protocol.topics import Topic, TopicKind
 
@@ -49,6 +57,7 @@ REASON_UNKNOWN_VEHICLE: Final = "unknown_vehicle"
 # `position_ts` when the position was carried over from an earlier fix, `sent_ts` when the
 # fix was re-timed to the hub's clock because the unit's clock was in the future.
 HUB_NOTES_KEY: Final = "_hub"
+_JSON_WHITESPACE: Final = b" \t\r\n"
 # Parsed topics are cached (a vehicle has three); the cache starts over past this many, so
 # a flood of bogus topics cannot grow it without bound.
 _TOPIC_CACHE_LIMIT: Final = 100_000
@@ -63,12 +72,20 @@ class Intake:
     """Decodes and filters messages into the current batch; one caller at a time."""
 
     def __init__(
-        self, *, root: str, fix_filter: FixFilter, stats: HubStats, inventory: Container[str]
+        self,
+        *,
+        root: str,
+        fix_filter: FixFilter,
+        stats: HubStats,
+        inventory: Container[str],
+        storage_acks: bool = True,
     ) -> None:
         self.root = root
         self.fix_filter = fix_filter
         self.stats = stats
         self.inventory = inventory
+        # Whether to note the fixes each batch handles, for storage acknowledgements.
+        self.storage_acks = storage_acks
         # A status dated further ahead than a fix may be is not believed (see `_status`).
         self._max_future = timedelta(milliseconds=fix_filter.config.max_future_ms)
         self._topics: dict[str, Topic] = {}
@@ -143,6 +160,7 @@ class Intake:
             self._dead_letter(
                 batch, topic, payload, reason=exc.code, detail=exc.message, received_at=received_at
             )
+            self._salvage(batch, parsed, payload)
         except Exception as exc:
             # A bug must not stop ingest, nor loop forever on redelivery: keep the message
             # for a human, acknowledge it with its batch, carry on.
@@ -156,6 +174,17 @@ class Intake:
                 detail=repr(exc),
                 received_at=received_at,
             )
+            self._salvage(batch, parsed, payload)
+
+    def _salvage(self, batch: Batch, parsed: Topic, payload: bytes) -> None:
+        """Note the fixes a dead-lettered telemetry message names: refused for good, handled.
+
+        (Noting a fix twice, when a bug struck after `_telemetry` noted it, changes nothing.)
+        """
+        if self.storage_acks and parsed.kind is TopicKind.TELEMETRY:
+            refs = salvage_fix_refs(payload)
+            if refs:
+                batch.handled.add_message(parsed.vehicle_id, refs, backlog=_is_array(payload))
 
     def _parse(self, topic: str) -> Topic:
         parsed = Topic.parse(topic, root=self.root)
@@ -187,6 +216,10 @@ class Intake:
         received_at: datetime,
     ) -> None:
         fixes = decode_telemetry(payload)  # raises before the batch is touched
+        if self.storage_acks:
+            # Before the filters: a fix they drop is handled as much as a stored one. An
+            # array is a unit's backlog (live fixes go one per message).
+            batch.handled.add_message(vehicle_id, map(FixRef.of, fixes), backlog=_is_array(payload))
         stats = self.stats
         stats.fixes_received += len(fixes)
         batch.fixes += len(fixes)
@@ -264,6 +297,12 @@ class Intake:
             )
         )
         batch.saw(vehicle_id, received_at)
+
+
+def _is_array(payload: bytes) -> bool:
+    """Whether a telemetry message is a JSON array: a unit's backlog (live fixes go one by one)."""
+    # No copy unless the message starts with whitespace, which no unit of ours sends.
+    return payload.lstrip(_JSON_WHITESPACE)[:1] == b"["
 
 
 def _row(vehicle_id: str, fix: Telemetry, decision: Decision) -> TelemetryRow:

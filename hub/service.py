@@ -5,10 +5,10 @@
     # leaving: the last batch is committed and acknowledged, then a clean disconnect
 
 Threads: `hub-mqtt` runs the MQTT session and the intake (decode, filter, batch);
-`hub-writer` commits batches, sends their acks through the MQTT thread, fans out to Redis
-and sweeps silent vehicles; `hub-commands` claims, signs and publishes (through the MQTT
-thread) queued commands and expires stale ones; the caller's thread only starts, watches
-and stops them.
+`hub-writer` commits batches, sends their acks and the units' storage acknowledgements
+through the MQTT thread, fans out to Redis and sweeps silent vehicles; `hub-commands`
+claims, signs and publishes (through the MQTT thread) queued commands and expires stale
+ones; the caller's thread only starts, watches and stops them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from hub.intake import EPOCH, Intake
 from hub.inventory import Inventory
 from hub.repository import vehicle_state
 from hub.stats import HubStats
+from hub.storage_acks import StoredPublisher
 from hub.writer import RETRY_CAP_S, RETRY_FIRST_S, Writer
 from jobs.producer import create_producer
 from protocol.backoff import Backoff
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
     from hub.batch import Batch
+    from hub.consumer import PublishTicket
     from hub.settings import HubSettings
 
 log = logging.getLogger(__name__)
@@ -97,11 +99,13 @@ class Hub:
             reload_s=settings.hub_inventory_reload_s,
             register_unknown=settings.hub_register_unknown,
         )
+        policy = settings.watermark_policy()
         self.intake = Intake(
             root=settings.topic_root,
             fix_filter=self.fix_filter,
             stats=self.stats,
             inventory=self.inventory,
+            storage_acks=policy is not None,
         )
         # amqtt misroutes `$share/...` filters: subscribe plainly where shares do not exist.
         share = settings.hub_share_group if settings.mqtt_shared_subscriptions else None
@@ -126,6 +130,16 @@ class Hub:
             stats=self.stats,
             notifications=NotificationQueue(create_producer(settings)),
         )
+        self.stored = None
+        if policy is not None:
+            self.stored = StoredPublisher(
+                policy=policy,
+                root=settings.topic_root,
+                send=self._send_stored,
+                stats=self.stats,
+                sweep_s=settings.hub_storage_ack_sweep_s,
+                sweep_limit=settings.hub_storage_ack_sweep_limit,
+            )
         self.writer = Writer(
             database_url=settings.database_url.get_secret_value(),
             batcher=self.batcher,
@@ -138,6 +152,7 @@ class Hub:
             inventory=self.inventory,
             admit=self._admit,
             max_future_s=settings.hub_max_future_s,
+            stored=self.stored,
             on_commit=on_commit,
         )
         self.signer = CommandSigner(settings.signing_key())
@@ -267,6 +282,16 @@ class Hub:
         """The writer's hand-back of held messages: intake runs under the producer's lock."""
         with self.batcher.locked():
             self.intake.admit(batch, refusals)
+
+    def _send_stored(self, topic: str, payload: bytes) -> None:
+        """Publish a storage acknowledgement, retained; nobody waits for the broker's PUBACK."""
+        self.consumer.publish(topic, payload, retain=True, on_resolved=self._stored_resolved)
+
+    def _stored_resolved(self, ticket: PublishTicket) -> None:
+        if not ticket.accepted:
+            # Lost: the unit keeps its fixes, and hears the next word (or asks again by
+            # sending them after it reconnects).
+            self.stats.watermark_publish_failures += 1
 
     # --- the MQTT thread's entry point ---------------------------------------------------
 

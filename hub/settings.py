@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path  # noqa: TC003 - pydantic reads the annotation at runtime
 from typing import Self
@@ -11,12 +12,15 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from core.settings import Environment, Settings
+from hub.watermarks import WatermarkPolicy
 from protocol.errors import KeyFormatError, TopicError
 from protocol.keys import SigningKey
 from protocol.topics import DEFAULT_ROOT, check_root
 
 log = logging.getLogger(__name__)
 
+# The storage acknowledgement's defaults, with their reasons, are hub/watermarks.py's.
+_POLICY = WatermarkPolicy()
 # MQTT 5 caps Receive Maximum at 65535 (a two-byte integer).
 MAX_RECEIVE_MAXIMUM = 65_535
 
@@ -130,6 +134,54 @@ class HubSettings(Settings):
     # The car never acts after the TTL, but its ack may still be on the way.
     hub_command_answer_grace_s: float = Field(default=10.0, ge=0, le=600)
 
+    # Storage acknowledgement, contract 1.1 (docs/protocol.md section 6.2, hub/watermarks.py):
+    # the hub tells each unit that announces its queue which fixes it has stored, so the
+    # unit keeps them until then and a broker crash loses nothing. Off only to compare
+    # (the benchmark) or to get a unit's behaviour of revision 1.0 back: units then fall
+    # back to letting fixes go at the broker's PUBACK once they hear nothing (120 s).
+    hub_storage_acks: bool = True
+    """FREECAR_HUB_STORAGE_ACKS: publish `stored` messages to units that ask (on by default)."""
+    # One word per 16 of a car's messages keeps the acknowledgements near 6% of the
+    # telemetry's messages (the budget is 10%) and a unit's window of 64 unconfirmed messages
+    # four times clear of stalling.
+    hub_storage_ack_every: int = Field(default=_POLICY.ack_every, ge=1, le=10_000)
+    # A car parked and reporting once a minute is told every ten minutes: 10% of its
+    # messages, and ten fixes held on the unit at most.
+    hub_storage_ack_max_delay_s: float = Field(
+        default=_POLICY.max_delay.total_seconds(), gt=0, le=86_400
+    )
+    # A backlog arrives at several messages a second; this long without one means it is
+    # over, and the unit may let all of it go.
+    hub_storage_ack_backlog_quiet_s: float = Field(
+        default=_POLICY.backlog_quiet.total_seconds(), gt=0, le=3_600
+    )
+    # A unit sends a gap again when the broker took it this long ago (the agent's
+    # `resend_after_s`, 120 s); a reminder as often prompts exactly that check.
+    hub_storage_ack_gap_remind_s: float = Field(
+        default=_POLICY.gap_remind.total_seconds(), gt=0, le=86_400
+    )
+    # Answers to a new queue or to fixes sent again, at most this often per vehicle: no
+    # unit (or impostor) can make the hub publish once per message.
+    hub_storage_ack_min_interval_s: float = Field(
+        default=_POLICY.min_interval.total_seconds(), ge=0, le=3_600
+    )
+    # Ranges of handled seqs remembered above a vehicle's watermark: a backlog drain needs
+    # one or two, several hubs and some losses a handful; 32 are 512 bytes per vehicle.
+    # The table allows 128 (telemetry_watermarks.handled).
+    hub_storage_ack_max_ranges: int = Field(default=_POLICY.max_ranges, ge=1, le=128)
+    # Earlier queue ids remembered per vehicle, whose late fixes then change nothing; a
+    # unit replaced more often than this within a backlog's life is not a real case. The
+    # table allows 16.
+    hub_storage_ack_max_retired: int = Field(default=_POLICY.max_retired, ge=0, le=16)
+    # How often the writer publishes the words that fell due between batches (a backlog's
+    # end, a parked car's ten minutes): a second or two late is nothing against the unit's
+    # 120 s patience, and each sweep reads the whole watermark table (a few ms per 10,000
+    # vehicles).
+    hub_storage_ack_sweep_s: float = Field(default=2.0, gt=0, le=600)
+    # Words published per sweep transaction, so one sweep never holds the writer long; a
+    # full sweep is followed by another at once.
+    hub_storage_ack_sweep_limit: int = Field(default=2_000, ge=1, le=100_000)
+
     @field_validator("topic_root")
     @classmethod
     def _root_is_valid(cls, value: str) -> str:
@@ -186,6 +238,20 @@ class HubSettings(Settings):
             key.verifying_key.to_paserk(),
         )
         return key
+
+    def watermark_policy(self) -> WatermarkPolicy | None:
+        """How storage watermarks are published; None when storage acknowledgements are off."""
+        if not self.hub_storage_acks:
+            return None
+        return WatermarkPolicy(
+            ack_every=self.hub_storage_ack_every,
+            max_delay=timedelta(seconds=self.hub_storage_ack_max_delay_s),
+            backlog_quiet=timedelta(seconds=self.hub_storage_ack_backlog_quiet_s),
+            gap_remind=timedelta(seconds=self.hub_storage_ack_gap_remind_s),
+            min_interval=timedelta(seconds=self.hub_storage_ack_min_interval_s),
+            max_ranges=self.hub_storage_ack_max_ranges,
+            max_retired=self.hub_storage_ack_max_retired,
+        )
 
     def protocol(self) -> MqttProtocol:
         """The MQTT version to speak, with `auto` resolved."""

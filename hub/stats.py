@@ -45,6 +45,8 @@ class HubStats:
     """QoS 0 messages: nothing to acknowledge (amqtt sends retained messages this way)."""
     acks_skipped: int = 0
     """Messages of a connection lost before their batch committed: the broker redelivers."""
+    watermark_publish_failures: int = 0
+    """`stored` messages the broker did not take (the unit learns at the next one, or asks)."""
 
     # Written by the writer thread.
     batches: int = 0
@@ -70,6 +72,12 @@ class HubStats:
     """Unknown vehicles inserted into the inventory (FREECAR_HUB_REGISTER_UNKNOWN)."""
     state_reloads: int = 0
     """Vehicles whose event state another hub had moved on, reloaded before a batch."""
+    watermarks_published: int = 0
+    """`stored` messages sent after a commit (contract 1.1), by batches and the sweep."""
+    watermarks_swept: int = 0
+    """Of those, the ones the periodic sweep sent (due between batches)."""
+    watermark_errors: int = 0
+    """Vehicles whose watermark a batch could not move: logged, nothing claimed for them."""
 
     # Written by the command dispatcher thread.
     commands_sent: int = 0
@@ -115,6 +123,8 @@ class HubStats:
             f"max {1000 * self.flush_seconds_max:.1f} ms); acked {self.messages_acked}; "
             f"database errors {self.database_errors}; "
             f"detection errors {self.detection_errors}; live {self.live_published}; "
+            f"storage acks {self.watermarks_published} "
+            f"(failed {self.watermark_publish_failures}); "
             f"commands sent {self.commands_sent}, confirmed {self.commands_confirmed}, "
             f"expired {self.commands_expired}"
         )

@@ -11,7 +11,13 @@ one transaction the writer opens (`run`):
 5. `settle_commands`: command acks, then the lock/unlock confirmations the states bear out;
 6. `detect_events`: events, rules, and what to fan out after the commit (guarded on its
    own: a bug in detection costs events, never the batch; see `hub.events.pipeline`);
-7. `store_dead_letters`: last, so it keeps what every step before it refused.
+7. `store_dead_letters`: after every step that may refuse a message, so it keeps them all;
+8. `advance_watermarks`: last, once every fix of the batch is settled (stored, dropped by a
+   filter or a duplicate, or kept as a dead letter): each vehicle's storage watermark, and
+   the `stored` messages to publish after the commit (contract 1.1, `hub.storage_acks`).
+   A fix whose dead letter the database refused too is lost to the hub, so its vehicle's
+   watermark does not move in this batch: the unit, which still holds the fix, sends it
+   again.
 
 The silence sweep is a smaller list (`SWEEP_STEPS`) of the same kind of steps.
 
@@ -24,8 +30,7 @@ bug of the hub) and the rest of the batch commits. An outage (`hub.database.is_o
 never isolated: it ends the attempt, and the writer retries the batch once the database is
 back.
 
-To extend the batch (say, a per-vehicle watermark of what is stored), write a `Step` and
-add it to `BATCH_STEPS` where it belongs.
+To extend the batch, write a `Step` and add it to `BATCH_STEPS` where it belongs.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ from hub.batch import DeadLetter
 from hub.database import DATA_ERRORS, is_outage
 from hub.intake import REASON_HUB_ERROR
 from hub.ordering import is_newer
-from hub.repository import commands, telemetry, vehicle_state
+from hub.repository import commands, event_state, telemetry, vehicle_state
+from hub.storage_acks import advance_watermarks
+from hub.watermarks import HandledFixes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -52,6 +59,8 @@ if TYPE_CHECKING:
     from hub.events.pipeline import EventPipeline
     from hub.repository.commands import CommandOutcome
     from hub.repository.vehicle_state import LiveState
+    from hub.storage_acks import Publication
+    from hub.watermarks import WatermarkPolicy
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +72,13 @@ _R = TypeVar("_R")
 
 
 def batch_vehicles(batch: Batch) -> set[str]:
-    """The vehicles whose state a batch moves: those it has fixes or presence news of."""
-    return {*(row.vehicle_id for row in batch.rows), *batch.presence}
+    """The vehicles a batch takes a turn on: fixes, presence news or handled fixes of.
+
+    The turn lock (`prepare_events`) also keeps hubs sharing a subscription from both
+    writing a vehicle's first watermark: a vehicle with handled fixes is locked even when
+    none of them is stored (all dropped, or a dead letter).
+    """
+    return {*(row.vehicle_id for row in batch.rows), *batch.presence, *batch.handled.by_vehicle}
 
 
 @dataclass(slots=True)
@@ -90,9 +104,23 @@ class Work:
     """Messages the database refused (dead-lettered)."""
     failed: int = 0
     """Messages a step failed on for a bug (dead-lettered)."""
+    watermarks: WatermarkPolicy | None = None
+    """How storage watermarks are published; None when storage acknowledgements are off."""
+    unclaimed: set[str] = field(default_factory=set)
+    """Vehicles whose watermark must not move: a dead letter of theirs was not kept."""
+    publications: list[Publication] = field(default_factory=list)
+    """`stored` messages to publish once the transaction commits."""
+    watermark_errors: int = 0
+    """Vehicles whose watermark a step failed to move (nothing claimed for them)."""
 
     @classmethod
-    def of_batch(cls, batch: Batch, events: EventPipeline, allowance: timedelta) -> Work:
+    def of_batch(
+        cls,
+        batch: Batch,
+        events: EventPipeline,
+        allowance: timedelta,
+        watermarks: WatermarkPolicy | None = None,
+    ) -> Work:
         """The work of one batch, as the MQTT thread left it."""
         return cls(
             events,
@@ -103,6 +131,7 @@ class Work:
             batch=batch,
             vehicles=batch_vehicles(batch),
             dead_letters=list(batch.dead_letters),
+            watermarks=watermarks,
         )
 
     def reject(self, topic: str, payload: bytes, received_at: datetime, exc: Exception) -> None:
@@ -302,6 +331,86 @@ def _store_dead_letters_isolated(conn: psycopg.Connection[Any], work: Work) -> N
                 letter.payload_size,
                 failure.error,
             )
+            vehicle_id = telemetry_vehicle(letter.topic)
+            if vehicle_id is not None:
+                # Its fixes are neither stored nor kept: the unit must send them again.
+                work.unclaimed.add(vehicle_id)
+
+
+def telemetry_vehicle(topic: str) -> str | None:
+    """The vehicle of a `{root}/{vid}/telemetry` topic, else None.
+
+    Only for topics intake already parsed: a message with fixes to claim has a valid one.
+    """
+    parts = topic.rsplit("/", 2)
+    if len(parts) == 3 and parts[2] == "telemetry":
+        return parts[1]
+    return None
+
+
+def _claimable(work: Work) -> HandledFixes:
+    """What the batch handled, less the vehicles whose watermark must not move."""
+    assert work.batch is not None
+    handled = work.batch.handled
+    if not work.unclaimed:
+        return handled
+    claimable = HandledFixes()
+    claimable.by_vehicle = {
+        vehicle_id: of_vehicle
+        for vehicle_id, of_vehicle in handled.by_vehicle.items()
+        if vehicle_id not in work.unclaimed
+    }
+    return claimable
+
+
+def _advance_watermarks(conn: psycopg.Connection[Any], work: Work) -> None:
+    if work.watermarks is None or work.batch is None or not work.batch.handled.by_vehicle:
+        return
+    work.publications = advance_watermarks(
+        conn, _claimable(work), datetime.now(UTC), work.watermarks
+    )
+
+
+def _advance_watermarks_isolated(conn: psycopg.Connection[Any], work: Work) -> None:
+    """Vehicle by vehicle: one whose watermark fails is logged, and claims nothing."""
+    if work.watermarks is None or work.batch is None:
+        return
+    now = datetime.now(UTC)
+    publications: list[Publication] = []
+    for vehicle_id, of_vehicle in sorted(_claimable(work).by_vehicle.items()):
+        alone = HandledFixes()
+        alone.by_vehicle[vehicle_id] = of_vehicle
+        moved = _attempt(conn, partial(advance_watermarks, conn, alone, now, work.watermarks))
+        if isinstance(moved, _Failure):
+            work.watermark_errors += 1
+            log.error(
+                "storage watermark of %s not moved (%r); its unit sends the fixes again",
+                vehicle_id,
+                moved.error,
+            )
+            continue
+        publications += moved
+    work.publications = publications
+
+
+def claim_dead_lettered(conn: psycopg.Connection[Any], work: Work) -> None:
+    """The watermark step of the writer's last resort, which dead-letters a whole batch.
+
+    Dead letters are handled fixes like any other: claiming them spares the units sending
+    the batch again. Takes the vehicles' turn lock itself (no `prepare_events` ran), and
+    never fails for a bug: a vehicle whose watermark cannot move claims nothing.
+    """
+    if work.watermarks is None or work.batch is None or not work.batch.handled.by_vehicle:
+        return
+    vehicles = work.batch.handled.by_vehicle
+    locked = _attempt(conn, partial(event_state.lock_vehicles, conn, vehicles))
+    if isinstance(locked, _Failure):
+        # The dead letters are what matters here; their units send the fixes again.
+        work.watermark_errors += len(vehicles)
+        log.error("no turn lock for the last resort's watermarks (%r)", locked.error)
+        return
+    if isinstance(_attempt(conn, partial(_advance_watermarks, conn, work)), _Failure):
+        _advance_watermarks_isolated(conn, work)
 
 
 def _find_silent(conn: psycopg.Connection[Any], work: Work) -> None:
@@ -329,6 +438,7 @@ BATCH_STEPS: Final = (
     Step("settle_commands", _settle_commands, _settle_commands_isolated),
     _same(_detect_events, "detect_events"),
     Step("store_dead_letters", _store_dead_letters, _store_dead_letters_isolated),
+    Step("advance_watermarks", _advance_watermarks, _advance_watermarks_isolated),
 )
 """A batch's transaction, in order."""
 

@@ -7,11 +7,18 @@ sweep, `publish_due_watermarks`, runs in a transaction of its own every few seco
 vehicles whose publication fell due between batches. Both hand their `Publication`s to
 the caller, who sends them only after the commit (`send_publications`): a unit must never
 hear of a fix that a rolled-back transaction did not keep.
+
+`StoredPublisher` is the writer's side of it: it sends a batch's publications after the
+commit and runs the sweep every `sweep_s`. Sending is fire and forget (QoS 1, retained):
+a word the broker does not take is counted and repaired by a later one, since the unit
+keeps its fixes meanwhile, and sends them again after a reconnect, which the hub answers.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hub.watermark_repository import due_watermarks, load_watermarks, save_watermarks
@@ -20,11 +27,11 @@ from protocol.stored import encode_stored
 from protocol.topics import Topic
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
-    from datetime import datetime
+    from collections.abc import Callable, Iterable, Sequence
 
     import psycopg
 
+    from hub.stats import HubStats
     from hub.watermarks import HandledFixes, WatermarkPolicy, WatermarkState
     from protocol.stored import Stored
 
@@ -103,3 +110,52 @@ def send_publications(
         send(publication.topic(root), publication.payload())
         count += 1
     return count
+
+
+class StoredPublisher:
+    """The writer's storage acknowledgements: publications after commits, and the sweep."""
+
+    def __init__(  # noqa: PLR0913 - keyword-only wiring, done once by the Hub
+        self,
+        *,
+        policy: WatermarkPolicy,
+        root: str,
+        send: Callable[[str, bytes], object],
+        stats: HubStats,
+        sweep_s: float,
+        sweep_limit: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.root = root
+        self._send = send
+        self._stats = stats
+        self._sweep_s = sweep_s
+        self._sweep_limit = sweep_limit
+        self._clock = clock
+        self._next_sweep = clock() + sweep_s
+
+    def committed(self, publications: Sequence[Publication]) -> None:
+        """Send a committed transaction's publications (QoS 1, retained), counting them."""
+        if publications:
+            self._stats.watermarks_published += send_publications(
+                publications, self.root, self._send
+            )
+
+    def sweep_due(self) -> bool:
+        """Whether the periodic sweep should run now."""
+        return self._clock() >= self._next_sweep
+
+    def sweep(self, conn: psycopg.Connection[Any]) -> int:
+        """Publish what fell due between batches, in a transaction of its own; return how many.
+
+        A full sweep (`sweep_limit` words) leaves more due: the next one runs at once.
+        """
+        self._next_sweep = self._clock() + self._sweep_s
+        with conn.transaction():
+            due = publish_due_watermarks(conn, datetime.now(UTC), self._sweep_limit)
+        self.committed(due)
+        self._stats.watermarks_swept += len(due)
+        if len(due) >= self._sweep_limit:
+            self._next_sweep = self._clock()
+        return len(due)

@@ -168,15 +168,23 @@ def advance(
     refs = handled.refs
     if not refs:
         return None
-    if state is not None and len(refs) == 1 and not state.handled:
-        ref = refs[0]
-        if ref.queue_id == state.queue_id and ref.seq == state.next_seq:
-            # The common case by far: the next fix, in order, nothing pending. (Its floor
-            # is at most its seq, so it cannot move the watermark further.)
-            state.next_seq = min(ref.seq + 1, MAX_BIGINT)
-            state.top_ts = max(state.top_ts, ref.ts)
+    if state is not None and not state.handled:
+        top_ts = _in_order(refs, state.queue_id, state.next_seq)
+        if top_ts is not None:
+            # The common case by far: the next fixes of the current queue, in order,
+            # nothing pending. (A floor is at most its own fix's seq, so it cannot move the
+            # watermark past the last of them.)
+            state.next_seq = min(state.next_seq + len(refs), MAX_BIGINT)
+            state.top_ts = max(state.top_ts, top_ts)
             state.messages_since += handled.messages
-            return _settle(state, now, policy, below=0, gap_closed=False, backlog=False)
+            return _settle(
+                state,
+                now,
+                policy,
+                below=0,
+                gap_closed=False,
+                backlog=handled.backlog_messages > 0,
+            )
     current, new_queue, seqs, floor = _current_queue(state, refs, policy)
     if current is None:  # every fix came from a retired queue
         return None
@@ -195,6 +203,19 @@ def advance(
         gap_closed=gap_closed,
         backlog=handled.backlog_messages > 0,
     )
+
+
+def _in_order(refs: Sequence[FixRef], queue_id: int, next_seq: int) -> int | None:
+    """The newest `ts` of `refs` if they are exactly `next_seq`, `next_seq + 1`... of the queue.
+
+    None otherwise (another queue, a gap, a repeat, out of order): the general path decides.
+    """
+    top_ts = 0
+    for expected, ref in enumerate(refs, start=next_seq):
+        if ref.seq != expected or ref.queue_id != queue_id:
+            return None
+        top_ts = max(top_ts, ref.ts)
+    return top_ts
 
 
 def _settle(  # noqa: PLR0913 - keyword-only facts about one batch

@@ -18,8 +18,9 @@ No message can stop ingest, and nothing is retried forever for the wrong reason:
   (`hub_error`) in a transaction of its own. Each failure is logged and counted.
 
 Status events (hub/events) are found and stored in the same transaction and fanned out
-after the commit. The writer also runs the silence sweep, since it owns the database
-connection.
+after the commit, and so are the units' storage acknowledgements (contract 1.1,
+`hub.storage_acks`): published after the acks. The writer also runs the silence sweep and
+the storage acknowledgements' sweep, since it owns the database connection.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from hub.fanout import LiveFanout
     from hub.inventory import Inventory
     from hub.stats import HubStats
+    from hub.storage_acks import StoredPublisher
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +92,12 @@ class Writer:
         inventory: Inventory,
         admit: Callable[[Batch, Mapping[str, str]], None],
         max_future_s: float,
+        stored: StoredPublisher | None = None,
         on_commit: Callable[[Batch, float], None] | None = None,
     ) -> None:
         self._database_url = database_url
+        self._stored = stored
+        self._watermarks = None if stored is None else stored.policy
         self._events = events
         self._inventory = inventory
         self._admit = admit
@@ -137,6 +142,9 @@ class Writer:
                 self._fanout.publish_due()
                 if not self._batcher.closed and time.monotonic() >= self._next_sweep:
                     self._sweep()
+                stored = self._stored
+                if stored is not None and not self._batcher.closed and stored.sweep_due():
+                    self._sweep_watermarks(stored)
             except Exception:
                 # Periodic, best-effort work must never stop the commits.
                 log.exception("periodic writer work failed")
@@ -172,9 +180,12 @@ class Writer:
         stats.commands_confirmed += work.confirmed
         stats.refused_by_database += work.refused
         stats.hub_errors += work.failed
+        stats.watermark_errors += work.watermark_errors
         stats.record_flush(time.monotonic() - started)
         self._ack(batch.deliveries)
         try:
+            if self._stored is not None:
+                self._stored.committed(work.publications)
             self._events.published()
             self._fanout.offer(work.states)
             if self._on_commit is not None:
@@ -223,12 +234,12 @@ class Writer:
         if batch.held:
             refusals = self._inventory.settle(conn, batch.held)
             self._admit(batch, refusals)  # empties batch.held: done once per batch
-        work = Work.of_batch(batch, self._events, self._allowance)
+        work = Work.of_batch(batch, self._events, self._allowance, self._watermarks)
         return steps.run(conn, BATCH_STEPS, work, isolate=mode is _Mode.ISOLATING)
 
     def _dead_letter_all(self, conn: psycopg.Connection[Any], batch: Batch) -> Work:
         """The last resort for a batch the hub cannot write: every message a dead letter."""
-        work = Work(self._events, self._allowance, batch=batch)
+        work = Work(self._events, self._allowance, batch=batch, watermarks=self._watermarks)
         detail = "the hub could not write this message's batch; see the hub's log"
         letters = [
             *batch.dead_letters,
@@ -243,6 +254,7 @@ class Writer:
         ]  # fmt: skip
         with conn.transaction():
             telemetry.store_dead_letters(conn, letters)
+            steps.claim_dead_lettered(conn, work)
         work.failed = len(letters) - len(batch.dead_letters)
         return work
 
@@ -287,3 +299,17 @@ class Writer:
             log.info("marked %d silent vehicles offline", len(work.states))
             self._stats.marked_offline += len(work.states)
             self._fanout.offer(work.states)
+
+    def _sweep_watermarks(self, stored: StoredPublisher) -> None:
+        """Publish the storage acknowledgements that fell due; skipped if the database is away."""
+        try:
+            swept = stored.sweep(self._connection())
+        except Exception as exc:
+            if not is_outage(exc):
+                raise  # logged by the caller; the next sweep tries again
+            self._stats.database_errors += 1
+            self._drop_connection()
+            log.warning("storage acknowledgement sweep skipped: %s", exc)
+            return
+        if swept:
+            log.debug("published %d storage acknowledgements that fell due", swept)

@@ -51,8 +51,12 @@ _CONFIRM_COMMANDS: LiteralString = """
 # after the commit): a second hub skips what is locked and never sees these as queued, so
 # each command goes out once. One that cannot be published is put back (`_UNCLAIM`); a hub
 # that dies in between leaves it `sent`, and the expiry sweep ends it at its TTL.
+# `clock_timestamp()`, not `now()`: a round whose transaction began a moment before a command
+# was committed still claims it, and `now()` (the transaction's start) would then date the
+# send before the command's creation (seen: 2.5 ms, on a loaded machine).
 _CLAIM_COMMANDS: LiteralString = """
-    UPDATE vehicle_commands AS c SET status = 'sent', sent_at = now(), sent_by = %(hub_id)s,
+    UPDATE vehicle_commands AS c SET status = 'sent', sent_at = clock_timestamp(),
+                                     sent_by = %(hub_id)s,
                                      key_id = %(key_id)s
     FROM (SELECT id FROM vehicle_commands
           WHERE status = 'queued'

@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub.service import Hub
 from hub.settings import HubSettings
 from protocol.broker_url import BrokerUrl
+from protocol.stored import decode_stored
 from protocol.telemetry import Telemetry, encode_telemetry
 from protocol.topics import Topic
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from devstack.stack import DevStack
+    from protocol.stored import Stored
 
 # Generous: a loaded CI machine is slow, but a hub that takes this long is broken.
 WAIT_S = 30.0
@@ -280,3 +282,56 @@ def worker_testing() -> ModuleType:
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+class StoredWords:
+    """Every storage acknowledgement published under `{root}/+/stored`, decoded, by vehicle.
+
+    `on_word` runs on paho's thread as each arrives (say, to look at the database then).
+    """
+
+    def __init__(
+        self, url: str, root: str, *, on_word: Callable[[str, Stored], None] | None = None
+    ) -> None:
+        broker = BrokerUrl.parse(url)
+        self._root = root
+        self.words: list[tuple[str, Stored, bool]] = []
+        self._on_word = on_word
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"{root}-stored", protocol=mqtt.MQTTv311
+        )
+        if broker.username is not None:
+            self._client.username_pw_set(broker.username, broker.password)
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.connect(broker.host, broker.port, keepalive=30)
+        self._client.loop_start()
+        self._client.subscribe(f"{root}/+/stored", 1)
+        assert subscribed.wait(WAIT_S), "no SUBACK for the stored topics"
+
+    def _on_message(self, _client: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        parts = message.topic.split("/")
+        if message.topic.rsplit("/", 2)[0] != self._root or parts[-1] != "stored":
+            return  # amqtt now and then delivers a retained message of another topic
+        vehicle_id = parts[-2]
+        word = decode_stored(bytes(message.payload))
+        if self._on_word is not None:
+            self._on_word(vehicle_id, word)
+        with self._lock:
+            self.words.append((vehicle_id, word, bool(message.retain)))
+
+    def of(self, vehicle_id: str) -> list[Stored]:
+        """The words heard for one vehicle, in order."""
+        with self._lock:
+            return [word for vid, word, _ in self.words if vid == vehicle_id]
+
+    def next_seq(self, vehicle_id: str) -> int | None:
+        """The latest `next_seq` heard for one vehicle."""
+        words = self.of(vehicle_id)
+        return words[-1].next_seq if words else None
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

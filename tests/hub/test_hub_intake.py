@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -225,3 +226,69 @@ def test_a_status_is_never_dated_after_its_arrival(intake: Intake) -> None:
     )
     assert batch.presence["car-3"].online is None
     assert intake.stats.status_future == 2
+
+
+# --- what a batch handled, for storage acknowledgements (contract 1.1) ------------------------
+
+
+def refs_of(batch: Batch, vehicle_id: str) -> list[tuple[int, int]]:
+    return [(ref.queue_id, ref.seq) for ref in batch.handled.by_vehicle[vehicle_id].refs]
+
+
+def test_every_fix_of_a_message_is_handled_whether_kept_or_dropped(intake: Intake) -> None:
+    batch = Batch()
+    topic = "fleet/car-1/telemetry"
+    handle(intake, batch, topic, encode_telemetry(make_fix(0, NOW - 5000, queue_id=9)))
+    # A repeat (dropped as a duplicate) and a fix at (0, 0) (dropped as invalid): handled too.
+    handle(intake, batch, topic, encode_telemetry(make_fix(0, NOW - 5000, queue_id=9)))
+    handle(
+        intake, batch, topic, encode_telemetry(make_fix(1, NOW - 4000, lat=0, lon=0, queue_id=9))
+    )
+    backlog = [make_fix(seq, NOW - 4000 + seq, queue_id=9, queue_floor=2) for seq in (2, 3)]
+    handle(intake, batch, topic, encode_telemetry_batch(backlog))
+    assert len(batch.rows) == 3
+    assert refs_of(batch, "car-1") == [(9, 0), (9, 0), (9, 1), (9, 2), (9, 3)]
+    handled = batch.handled.by_vehicle["car-1"]
+    assert (handled.messages, handled.backlog_messages) == (4, 1)
+    assert handled.refs[-1].floor == 2
+
+
+def test_a_message_that_cannot_be_decoded_is_handled_as_far_as_it_can_be_read(
+    intake: Intake,
+) -> None:
+    batch = Batch()
+    good = make_fix(4, NOW - 1000, queue_id=9).model_dump(mode="json")
+    bad = {**good, "seq": 5, "lat": 999}  # out of range: the whole message is refused
+    payload = json.dumps([good, bad, {"seq": 6}]).encode()
+    handle(intake, batch, "fleet/car-1/telemetry", payload)
+    assert [letter.reason for letter in batch.dead_letters] == ["out_of_range"]
+    assert refs_of(batch, "car-1") == [(9, 4), (9, 5)]  # the third names no queue
+    assert batch.handled.by_vehicle["car-1"].backlog_messages == 1
+    handle(intake, batch, "fleet/car-2/telemetry", b"\xff not json")
+    assert "car-2" not in batch.handled.by_vehicle
+
+
+def test_units_of_revision_1_0_and_unknown_vehicles_are_not_recorded() -> None:
+    intake = Intake(root="fleet", fix_filter=FixFilter(), stats=HubStats(), inventory={"car-1"})
+    batch = Batch()
+    handle(intake, batch, "fleet/car-1/telemetry", encode_telemetry(make_fix(1, NOW - 1000)))
+    assert batch.rows
+    assert batch.handled.by_vehicle == {}  # no queue_id: no watermark, no word
+    handle(intake, batch, "fleet/car-9/telemetry", encode_telemetry(make_fix(1, NOW, queue_id=3)))
+    intake.admit(batch, {"car-9": "not in the inventory"})
+    assert batch.handled.by_vehicle == {}
+
+
+def test_nothing_is_recorded_with_storage_acknowledgements_off() -> None:
+    intake = Intake(
+        root="fleet",
+        fix_filter=FixFilter(),
+        stats=HubStats(),
+        inventory=Everyone(),
+        storage_acks=False,
+    )
+    batch = Batch()
+    handle(intake, batch, "fleet/car-1/telemetry", encode_telemetry(make_fix(1, NOW, queue_id=3)))
+    handle(intake, batch, "fleet/car-1/telemetry", b'[{"seq": 2, "queue_id": 3, "ts": 5}]')
+    assert len(batch.rows) == 1
+    assert batch.handled.by_vehicle == {}

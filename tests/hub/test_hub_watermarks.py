@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,9 @@ from hub.watermarks import (
 )
 from protocol.schema import MAX_BIGINT
 from protocol.stored import FixRef
+
+if TYPE_CHECKING:
+    import random
 
 POLICY = WatermarkPolicy()
 T0 = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
@@ -356,3 +360,42 @@ def test_publications_stay_within_a_tenth_of_the_messages(rate_s: float, minutes
     assert state.published_next is not None
     unpublished = state.next_seq - state.published_next
     assert unpublished <= max(POLICY.ack_every, POLICY.max_delay.total_seconds() / rate_s + 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    next_seq=st.integers(0, 1000),
+    count=st.integers(1, 40),
+    messages_since=st.integers(0, 30),
+    published_ago_s=st.none() | st.integers(0, 900),
+    backlog=st.booleans(),
+    floors=st.booleans(),
+    shuffle=st.randoms(use_true_random=False),
+)
+def test_fixes_in_order_take_the_short_way_to_the_same_state(  # noqa: PLR0917 - drawn values
+    next_seq: int,
+    count: int,
+    messages_since: int,
+    published_ago_s: int | None,
+    backlog: bool,
+    floors: bool,
+    shuffle: random.Random,
+) -> None:
+    """The common case's short cut decides exactly as the general rules do."""
+    published_at = None if published_ago_s is None else at(-published_ago_s)
+    state = WatermarkState(
+        queue_id=QUEUE,
+        next_seq=next_seq,
+        top_ts=BORN_MS + 1000 * next_seq,
+        messages_since=messages_since,
+        published_next=None if published_at is None else next_seq,
+        published_at=published_at,
+    )
+    seqs = list(range(next_seq, next_seq + count))
+    in_order = batch(*seqs, backlog=backlog, floor=next_seq if floors else None)
+    mixed = replace(in_order, refs=shuffle.sample(in_order.refs, len(in_order.refs)))
+    if count > 1 and mixed.refs == in_order.refs:
+        mixed.refs.reverse()  # out of order for sure: the general rules decide
+    short = advance(replace(state), in_order, at(0), POLICY)
+    general = advance(replace(state), mixed, at(0), POLICY)
+    assert short == general
