@@ -26,6 +26,7 @@ from hub.consumer import MqttConsumer
 from hub.database import connect
 from hub.dispatcher import CommandDispatcher
 from hub.events.actions import NotificationQueue
+from hub.events.conditions import ConditionConfig, ConditionDetector
 from hub.events.pipeline import EventPipeline
 from hub.fanout import LiveFanout
 from hub.filters import FilterConfig, FixFilter
@@ -128,6 +129,9 @@ class Hub:
         self.events = EventPipeline(
             settings.redis_url.get_secret_value(),
             stats=self.stats,
+            detector=ConditionDetector(
+                ConditionConfig(future_allowance_s=settings.hub_max_future_s)
+            ),
             notifications=NotificationQueue(create_producer(settings)),
         )
         self.stored = None

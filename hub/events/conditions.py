@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hub import parking
 from hub.events.model import Event, EventKind
+from hub.ordering import is_newer
 from hub.parking import Parking, ParkingConfig
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class ConditionConfig:
     # Events from fixes older than this (a backfill) are stored but not notified: nobody can
     # act on a door that was open an hour ago.
     notify_horizon_s: float = 300.0
+    # How far ahead a unit's clock may be (the hub's FREECAR_HUB_MAX_FUTURE_S): fixes are
+    # ordered by the unit's counter, and by this rule when it restarts (hub/ordering.py).
+    future_allowance_s: float = 300.0
 
 
 @dataclass(slots=True)
@@ -73,7 +77,9 @@ class Conditions:
     """Which conditions hold for one vehicle, and what deciding them needs to remember."""
 
     last_ts: float = 0.0
-    """Epoch seconds of the last fix applied; older ones change nothing."""
+    """Epoch seconds of the last fix applied; older ones (hub/ordering.py) change nothing."""
+    last_seq: int | None = None
+    """The unit's counter at that fix (None: not known, the clock decides)."""
     low_fuel: bool = False
     low_battery: bool = False
     overspeed_since: float | None = None
@@ -97,7 +103,7 @@ class Conditions:
         return data
 
     def decisions(self) -> tuple[object, ...]:
-        """Everything but `last_ts`: what must be saved when it changes."""
+        """Everything but the last fix's time and seq: what must be saved when it changes."""
         return _decisions_of(self)
 
     @classmethod
@@ -110,11 +116,20 @@ class Conditions:
 
 
 _FIELDS: Final = tuple(f.name for f in fields(Conditions))
-# `last_ts` alone is not worth a write per fix: after a restart it is rebuilt from
-# vehicle_state.ts, written in the same transaction (see ConditionDetector.load).
-_DECISIONS: Final = tuple(name for name in _FIELDS if name != "last_ts")
+# The last fix's time and seq are not worth a write per fix: after a restart they are rebuilt
+# from vehicle_state's, written in the same transaction (see ConditionDetector.load).
+_DECISIONS: Final = tuple(name for name in _FIELDS if name not in {"last_ts", "last_seq"})
 # attrgetter builds the tuple in C: this runs twice per fix.
 _decisions_of: Final = operator.attrgetter(*_DECISIONS)
+
+
+NewestFix = tuple[float, int | None]
+"""A vehicle's newest stored fix: epoch seconds and the unit's seq (None for a legacy row)."""
+
+
+def _order(row: TelemetryRow) -> tuple[int, datetime]:
+    """The order a vehicle's fixes are judged in within a batch: its counter, then its clock."""
+    return row.seq, row.ts
 
 
 class ConditionDetector:
@@ -128,24 +143,23 @@ class ConditionDetector:
     # --- state ------------------------------------------------------------------------------
 
     def load(
-        self, records: Mapping[str, Conditions], newest_fix: Mapping[str, float] | None = None
+        self, records: Mapping[str, Conditions], newest_fix: Mapping[str, NewestFix] | None = None
     ) -> None:
         """Replace all records with stored ones (start-up, or after a failed transaction).
 
-        `newest_fix` (epoch seconds per vehicle, from vehicle_state) moves each `last_ts`
-        up to the newest fix already stored: those fixes were applied, saved or not.
+        `newest_fix` (each vehicle's newest stored fix, from vehicle_state) moves each record
+        up to it: the fixes stored were applied, saved or not.
         """
         self._records = dict(records)
         self._dirty.clear()
-        for vehicle_id, ts in (newest_fix or {}).items():
-            record = self.record(vehicle_id)
-            record.last_ts = max(record.last_ts, ts)
+        for vehicle_id, newest in (newest_fix or {}).items():
+            self._catch_up(self.record(vehicle_id), newest)
 
     def replace(
         self,
         vehicle_ids: Iterable[str],
         records: Mapping[str, Conditions],
-        newest_fix: Mapping[str, float],
+        newest_fix: Mapping[str, NewestFix],
     ) -> None:
         """Take some vehicles' records as stored (another hub moved them on); as `load`.
 
@@ -153,8 +167,27 @@ class ConditionDetector:
         """
         for vehicle_id in vehicle_ids:
             record = self._records[vehicle_id] = records.get(vehicle_id) or Conditions()
-            record.last_ts = max(record.last_ts, newest_fix.get(vehicle_id, 0.0))
+            newest = newest_fix.get(vehicle_id)
+            if newest is not None:
+                self._catch_up(record, newest)
             self._dirty.discard(vehicle_id)
+
+    def _catch_up(self, record: Conditions, newest: NewestFix) -> None:
+        ts, seq = newest
+        if self._is_newer(seq, ts, record):
+            record.last_ts, record.last_seq = ts, seq
+
+    def _is_newer(self, seq: int | None, ts: float, record: Conditions) -> bool:
+        """Whether a fix comes after the record's last one, by the unit's counter first."""
+        if seq is None:
+            return ts > record.last_ts
+        return is_newer(
+            seq,
+            round(ts * 1000),
+            than_seq=record.last_seq,
+            than_ts=round(record.last_ts * 1000),
+            allowance=round(self.config.future_allowance_s * 1000),
+        )
 
     def record(self, vehicle_id: str) -> Conditions:
         """The vehicle's record (a fresh one if it has none)."""
@@ -190,11 +223,11 @@ class ConditionDetector:
             if group is None:
                 by_vehicle[row.vehicle_id] = [index]
             else:
-                if rows[group[-1]].ts > row.ts:
+                if _order(rows[group[-1]]) > _order(row):
                     unsorted.add(row.vehicle_id)
                 group.append(index)
-        for vehicle_id in unsorted:  # stable: equal times keep their order
-            by_vehicle[vehicle_id].sort(key=lambda i: rows[i].ts)
+        for vehicle_id in unsorted:  # stable: equal keys keep their order
+            by_vehicle[vehicle_id].sort(key=lambda i: _order(rows[i]))
         for vehicle_id, indexes in by_vehicle.items():
             try:
                 self._hold_vehicle(vehicle_id, out, indexes)
@@ -210,7 +243,8 @@ class ConditionDetector:
     def _hold_vehicle(self, vehicle_id: str, out: list[TelemetryRow], indexes: list[int]) -> None:
         record = self.record(vehicle_id)
         state = record.parking
-        newest = record.last_ts
+        # The newest fix judged so far, as a record: `apply_fixes` moves the real one later.
+        newest = Conditions(last_ts=record.last_ts, last_seq=record.last_seq)
         config = self.config.parking
         for index in indexes:
             row = out[index]
@@ -218,10 +252,10 @@ class ConditionDetector:
                 continue  # driven, as most fixes are: nothing held, nothing to undo
             row = parking.received(row)
             ts = row.ts.timestamp()
-            if ts <= newest:
+            if not self._is_newer(row.seq, ts, newest):
                 out[index] = parking.hold_late(state, row)
                 continue
-            newest = ts
+            newest.last_ts, newest.last_seq = ts, row.seq
             verdict = parking.observe(state, parking.sighting(row, ts), config)
             state = verdict.state
             out[index] = parking.apply(row, verdict)
@@ -246,12 +280,12 @@ class ConditionDetector:
         """
         horizon = now.timestamp() - self.config.notify_horizon_s
         events: list[Event] = []
-        for row in sorted(rows, key=lambda r: (r.vehicle_id, r.ts)):
+        for row in sorted(rows, key=lambda r: (r.vehicle_id, *_order(r))):
             record = self.record(row.vehicle_id)
             ts = row.ts.timestamp()
-            if ts <= record.last_ts:
-                continue  # a replay or a redelivery: already decided
-            record.last_ts = ts
+            if not self._is_newer(row.seq, ts, record):
+                continue  # a replay, a redelivery or a late fix: already decided
+            record.last_ts, record.last_seq = ts, row.seq
             before = record.decisions()
             found: list[tuple[EventKind, dict[str, Any]]] = []
             self._levels(record, row, found)

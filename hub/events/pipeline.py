@@ -271,7 +271,7 @@ class EventPipeline:
         self.detector.replace(
             vehicle_ids,
             _conditions(event_state.load_conditions(conn, vehicle_ids)),
-            {m.vehicle_id: m.ts_ms / 1000 for m in marks},
+            {m.vehicle_id: (m.ts_ms / 1000, m.seq) for m in marks},
         )
         self.fences.restore_vehicles(
             conn,

@@ -50,6 +50,7 @@ class StateMark:
     vehicle_id: str
     rev: int
     ts_ms: int
+    seq: int | None
     lat: float | None
     lon: float | None
 
@@ -184,9 +185,9 @@ _UPDATE_PRESENCE: LiteralString = """
               s.online, s.last_seen_at, s.rev
 """
 
-_NEWEST_FIXES: LiteralString = "SELECT vehicle_id, extract(epoch FROM ts) FROM vehicle_state"
+_NEWEST_FIXES: LiteralString = "SELECT vehicle_id, extract(epoch FROM ts), seq FROM vehicle_state"
 _NEWEST_VEHICLE_FIXES: LiteralString = """
-    SELECT vehicle_id, extract(epoch FROM ts) FROM vehicle_state
+    SELECT vehicle_id, extract(epoch FROM ts), seq FROM vehicle_state
     WHERE vehicle_id = ANY(%(vehicle_ids)s)
 """
 
@@ -197,7 +198,7 @@ _VEHICLE_STATE_REVISIONS: LiteralString = """
 
 # Milliseconds as an integer: thousands of rows a batch, and integers are cheap to read.
 _STATE_MARKS: LiteralString = """
-    SELECT vehicle_id, rev, (extract(epoch FROM ts) * 1000)::int8 AS ts_ms, lat, lon
+    SELECT vehicle_id, rev, (extract(epoch FROM ts) * 1000)::int8 AS ts_ms, seq, lat, lon
     FROM vehicle_state WHERE vehicle_id = ANY(%(vehicle_ids)s)
 """
 
@@ -267,10 +268,10 @@ def advance_states(
 
 def newest_fixes(
     conn: psycopg.Connection[Any], vehicle_ids: Collection[str] | None = None
-) -> dict[str, float]:
-    """Each vehicle's newest stored fix time in epoch seconds: every vehicle's, or some."""
+) -> dict[str, tuple[float, int | None]]:
+    """Each vehicle's newest stored fix (epoch seconds, seq): every vehicle's, or some."""
     rows = rows_of_vehicles(conn, _NEWEST_FIXES, _NEWEST_VEHICLE_FIXES, vehicle_ids)
-    return {vid: float(ts) for vid, ts in rows}
+    return {vid: (float(ts), seq) for vid, ts, seq in rows}
 
 
 def state_revisions(

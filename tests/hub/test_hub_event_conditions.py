@@ -18,6 +18,8 @@ from hub.geofences import SpeedLimit
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 LAT, LON = 31.2304, 121.4737
 METRES_PER_DEGREE = 111_195.0
+# A rented car: its engine may run without an event.
+ON_TRIP = lambda _vehicle_id: True  # noqa: E731 - a constant predicate, named once
 
 
 def fix(second: float, **changes: Any) -> TelemetryRow:
@@ -268,3 +270,29 @@ def test_presence_changes_raise_online_and_offline_but_not_on_first_sight() -> N
     online = detector.apply_presence("car-1", online=True, at=now)
     assert online is not None
     assert online.kind is EventKind.ONLINE
+
+
+def test_a_fix_from_a_fast_clock_does_not_hold_the_conditions() -> None:
+    """Conditions follow the unit's counter, like the state (hub/ordering.py).
+
+    A fix stamped four minutes ahead (the future filter lets up to five through) used to
+    make every real fix of those four minutes "older", so none of them was judged.
+    """
+    detector = ConditionDetector()
+    assert kinds(detector, [fix(0, seq=1)]) == []
+    ahead = fix(240, seq=2, engine_on=True, locked=False)
+    assert kinds(detector, [ahead], on_trip=ON_TRIP) == []
+    # The real clock goes on: later fixes by the counter, earlier by the clock.
+    later = [fix(10 + i, seq=3 + i, engine_on=True, locked=False, fuel_pct=8.0) for i in range(3)]
+    assert kinds(detector, later, on_trip=ON_TRIP) == ["low_fuel"]
+
+
+def test_a_restarted_counter_is_followed_once_its_clock_is_past_the_allowance() -> None:
+    detector = ConditionDetector(ConditionConfig(future_allowance_s=300))
+    assert kinds(detector, [fix(0, seq=5000, engine_on=True, locked=False)], on_trip=ON_TRIP) == []
+    # A lower seq not far enough ahead in time: older news, not judged.
+    late = fix(60, seq=1, engine_on=True, locked=False, fuel_pct=8.0)
+    assert kinds(detector, [late], on_trip=ON_TRIP) == []
+    # Later than the newest by more than the allowance: a new counter, judged.
+    restarted = fix(400, seq=2, engine_on=True, locked=False, fuel_pct=8.0)
+    assert kinds(detector, [restarted], on_trip=ON_TRIP) == ["low_fuel"]

@@ -116,7 +116,9 @@ def test_a_detector_takes_another_hubs_conditions_for_some_vehicles() -> None:
     detector = ConditionDetector()
     detector.load({"a": Conditions(low_fuel=True, last_ts=5.0), "b": Conditions(last_ts=5.0)})
     detector.record("a").idle = True
-    detector.replace(["a", "c"], {"a": Conditions(last_ts=7.0)}, {"a": 9.0, "c": 3.0})
+    detector.replace(
+        ["a", "c"], {"a": Conditions(last_ts=7.0)}, {"a": (9.0, None), "c": (3.0, None)}
+    )
     assert (detector.record("a").low_fuel, detector.record("a").idle) == (False, False)
     assert detector.record("a").last_ts == 9.0
     assert detector.record("c").last_ts == 3.0
